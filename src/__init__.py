@@ -1,0 +1,1 @@
+"""Weight-initialization experiments on MNIST, composed with Hydra and tracked in MLflow."""

@@ -1,0 +1,155 @@
+"""MLflow plumbing: which store, one run per job, metrics buffered into log_batch calls.
+
+A `log_metric` call per batch costs ~8 ms on SQLite, longer than the batch itself,
+so metrics wait in a buffer and go out in chunks of at most 1000.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+from src.config import PROJECT_ROOT
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"{SQLITE_PREFIX}{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def experiment_name(configured: str) -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or configured
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation: processes opening a new SQLite store at once race on its migration."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
+    """Client and experiment id, creating both store and experiment if needed.
+
+    On SQLite the artifacts go next to the database, so `mlflow ui` run from any folder
+    finds them (MLflow's default is ./mlruns relative to wherever the job started).
+    """
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            db = sqlite_path(uri)
+            location = None
+            if db is not None:
+                location = (db.parent / "mlartifacts" / re.sub(r"[^\w.-]+", "_", name)).as_uri()
+            return client, client.create_experiment(name, artifact_location=location)
+        if experiment.lifecycle_stage != "active":
+            raise RuntimeError(
+                f"experiment {name!r} is deleted in {uri}: restore it in the MLflow UI or set MLFLOW_EXPERIMENT_NAME"
+            )
+        return client, experiment.experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}: MLflow params are flat strings."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Run:
+    """One MLflow run. Metrics are buffered; `flush` sends them, `end` flushes and closes."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.pending: list[Metric] = []
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(key, value) for key, value in params.items()]
+        for chunk in chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        for chunk in chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=chunk)
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        self.pending.append(Metric(key, float(value), int(time.time() * 1000), step))
+
+    def log_metrics(self, key: str, values, first_step: int) -> None:
+        """Consecutive steps first_step, first_step + 1, ... of one metric."""
+        now = int(time.time() * 1000)
+        self.pending.extend(Metric(key, float(v), now, first_step + i) for i, v in enumerate(values))
+
+    def flush(self) -> None:
+        while self.pending:
+            chunk = self.pending[:MAX_METRICS_PER_BATCH]
+            self.client.log_batch(self.run_id, metrics=chunk)
+            del self.pending[: len(chunk)]
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def end(self, status: str, error: str | None = None) -> None:
+        try:
+            self.flush()
+            if error is not None:
+                self.set_tags({"error": error[:5000]})
+        finally:
+            self.client.set_terminated(self.run_id, status)
+
+
+@contextlib.contextmanager
+def start_run(
+    client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str]
+) -> Iterator[Run]:
+    """FINISHED on success, KILLED on Ctrl-C, FAILED with the error on the run otherwise."""
+    run = Run(client, client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.end(RunStatus.to_string(RunStatus.KILLED), error="interrupted")
+        raise
+    except BaseException as exc:
+        run.end(RunStatus.to_string(RunStatus.FAILED), error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.end(RunStatus.to_string(RunStatus.FINISHED))
