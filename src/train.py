@@ -124,11 +124,14 @@ def hydra_tags() -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from src.data import DataError
+
     try:
-        validate(cfg)
+        train(cfg, tags=hydra_tags())
     except ConfigError as exc:
         sys.exit(f"Config error: {exc}")
-    train(cfg, tags=hydra_tags())
+    except DataError as exc:
+        sys.exit(f"Data error: {exc}")
 
 
 if __name__ == "__main__":
