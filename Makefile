@@ -4,11 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SWEEP ?= init=zeros,ones,uniform01,trunc_normal
+LESSON_INITS := zeros,ones,uniform01,uniform_neg1to1,uniform_neg01to01,uniform_neg001to001,uniform_neg0001to0001,general_rule,normal,trunc_normal
+SEEDS ?= 3
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast ui lock clean
+.PHONY: help setup run report lesson test test-fast ui lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +26,13 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies
 
 run: $(STAMP) ## set up, then train the card's four inits (SWEEP=... to change)
 	$(PY) -m src.train -m $(SWEEP)
+
+report: $(STAMP) ## rebuild the lesson's figures and stats from the store into multirun_outputs/report/
+	$(PY) -m src.report
+
+lesson: $(STAMP) ## the whole lesson: all ten inits x SEEDS seeds (default 3, seeds 42...), then the report
+	$(PY) -m src.train -m init=$(LESSON_INITS) "seed=range(42,$$((42 + $(SEEDS))))"
+	$(PY) -m src.report
 
 test: $(STAMP) ## set up, then run every test, end-to-end ones on real MNIST included
 	$(PY) -m pytest

@@ -199,7 +199,32 @@ class TrackingConfig:
 
     uri: Optional[str] = None  # None: sqlite:///<project root>/mlflow.db
     experiment: str = "weight-init"
-    enabled: bool = True
+
+
+@dataclass
+class Comparison:
+    """One of the lesson's figures: a line per init option, labelled as in the lesson."""
+
+    title: str = MISSING
+    lines: dict[str, str] = MISSING  # init option -> label
+    batches: Optional[int] = None  # plot only the first N batches; None: all
+
+    def __post_init__(self) -> None:
+        require(len(self.lines) > 0, f"comparison {self.title!r} needs at least one line")
+        require(self.batches is None or self.batches > 0, f"comparison {self.title!r}: batches must be > 0 or null")
+
+
+@dataclass
+class ReportConfig:
+    comparisons: list[Comparison] = MISSING
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output_dir: str = "${project_root:}/multirun_outputs/report"
+    tail_batches: int = 50  # the summary's "mean loss of the last N batches"
+    log_to_mlflow: bool = True
+    sample_seed: int = 0  # for the raw-sample histograms
+
+    def __post_init__(self) -> None:
+        require(self.tail_batches > 0, f"tail_batches must be > 0, got {self.tail_batches}")
 
 
 @dataclass
@@ -231,6 +256,7 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
+    cs.store(name="report_schema", node=ReportConfig)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

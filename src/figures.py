@@ -10,14 +10,65 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
+def histogram_range(values: np.ndarray) -> tuple[float, float]:
+    """Min to max, widened where they (nearly) coincide: all-equal weights are common here."""
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    pad = 1e-3 * max(abs(lo), abs(hi), 1.0)
+    return (lo - pad, hi + pad) if hi - lo < pad else (lo, hi)
+
+
 def weight_histograms(weights: dict[str, np.ndarray], title: str, bins: int = 100) -> Figure:
-    """One panel per weight matrix, side by side."""
+    """One panel per weight matrix, side by side; non-finite weights are counted, not drawn."""
     fig = Figure(figsize=(4 * len(weights), 3.2), layout="constrained")
     axes = fig.subplots(1, len(weights), squeeze=False)[0]
     for ax, (name, w) in zip(axes, weights.items()):
-        ax.hist(w.ravel(), bins=bins, color="tab:blue")
-        ax.set_title(f"{name} {tuple(w.shape)}", fontsize=10)
+        values = w.ravel().astype(np.float64)
+        finite = values[np.isfinite(values)]
+        ax.hist(finite, bins=bins, range=histogram_range(finite), color="tab:blue", histtype="stepfilled")
+        dropped = values.size - finite.size
+        ax.set_title(f"{name} {tuple(w.shape)}" + (f", {dropped} non-finite" if dropped else ""), fontsize=10)
         ax.set_xlabel("weight")
     axes[0].set_ylabel("count")
     fig.suptitle(title)
+    return fig
+
+
+def loss_figure(title: str, lines: list[tuple[str, np.ndarray]], log_scale: bool = False) -> Figure:
+    """Loss per batch, one line per (label, curves) where curves is (seeds, batches).
+
+    With several seeds the line is their mean and the band spans min to max.
+    """
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    ax = fig.subplots()
+    for label, curves in lines:
+        steps = np.arange(1, curves.shape[1] + 1)
+        (line,) = ax.plot(steps, curves.mean(axis=0), label=label, linewidth=1.2)
+        if len(curves) > 1:
+            ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_title(title)
+    ax.set_xlabel("Batches")
+    ax.set_ylabel("Loss" + (" (log scale)" if log_scale else ""))
+    if log_scale:
+        ax.set_yscale("log")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def sample_histogram(values: np.ndarray, title: str, bins: int = 500, value_range: tuple[float, float] = (-4, 4)) -> Figure:
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(values, bins=bins, range=value_range, histtype="stepfilled")
+    ax.set_title(title)
+    return fig
+
+
+def image_grid(images: list[tuple[str, np.ndarray]]) -> Figure:
+    """Already-rendered figures (RGBA arrays), stacked one per row with their captions."""
+    fig = Figure(figsize=(12, 3.2 * len(images)), layout="constrained")
+    axes = fig.subplots(len(images), 1, squeeze=False)[:, 0]
+    for ax, (caption, image) in zip(axes, images):
+        ax.imshow(image)
+        ax.set_axis_off()
+        ax.set_title(caption, fontsize=10)
     return fig

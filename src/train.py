@@ -43,9 +43,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     from src.data import lesson_split, load_mnist
     from src.figures import weight_histograms
     from src.model import build_model, build_optimizer, weight_matrices
-    from src.stats import single_run_block
+    from src.stats import stats_block
     from src.tracking import experiment_name, open_experiment, start_run, tracking_uri
-    from src.training import batches_per_epoch, evaluate, fit
+    from src.training import evaluate, fit
 
     uri = tracking_uri(cfg.tracking.uri)
     client, experiment_id = open_experiment(uri, experiment_name(cfg.tracking.experiment))
@@ -103,8 +103,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
             run.log_metric(key, final[key], step=len(losses))
         run.log_figure(weight_histograms(weight_matrices(model), f"Final weights: {label}"), "histograms/final_weights.png")
 
-    n_batches = batches_per_epoch(len(split.x_train), cfg.training.batch_size, cfg.training.batches_per_epoch)
-    print(single_run_block(label, n_batches * cfg.training.epochs, cfg.training.epochs, val["val_accuracy"], losses[-1]))
+    print(stats_block(len(losses), cfg.training.epochs, [(label, [val["val_accuracy"]], [losses[-1]])]))
     return final
 
 

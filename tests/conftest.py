@@ -22,10 +22,10 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="config", overrides=list(overrides))
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT, timeout: float = 600):
-    """`python -m src.train ...` in a real subprocess, as a user would type it."""
+def run_module(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT, timeout: float = 600):
+    """`python -m <module> ...` in a real subprocess, as a user would type it."""
     return subprocess.run(
-        [sys.executable, "-m", "src.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,

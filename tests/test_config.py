@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from src.config import ConfigError, validate
-from tests.conftest import INIT_OPTIONS, compose_config, run_cli
+from tests.conftest import INIT_OPTIONS, compose_config, run_module
 
 LESSON_INITS = {
     "zeros", "ones", "uniform01", "uniform_neg1to1", "uniform_neg01to01", "uniform_neg001to001",
@@ -76,7 +76,7 @@ def test_wrong_types_and_unknown_keys_fail_at_composition(override):
 
 def test_cli_config_error_is_one_line_and_logs_nothing(tmp_path):
     db = tmp_path / "mlflow.db"
-    done = run_cli("init=normal", "init.stddev=-1", f"hydra.run.dir={tmp_path}/out", env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    done = run_module("src.train", "init=normal", "init.stddev=-1", f"hydra.run.dir={tmp_path}/out", env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
     assert done.returncode != 0
     assert done.stderr.strip() == "Config error: init.stddev must be > 0, got -1.0"
     assert "Traceback" not in done.stderr + done.stdout

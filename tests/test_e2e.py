@@ -1,20 +1,19 @@
-"""The user's command, end to end: a real Hydra multirun on real MNIST into a real store."""
+"""The user's commands, end to end: a real Hydra multirun on real MNIST into a real store, then the report."""
 
 from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.e2e
 
 
 def test_multirun_zeros_and_trunc_normal(tmp_path, store_uri):
-    done = run_cli(
-        "-m", "init=zeros,trunc_normal", f"hydra.sweep.dir={tmp_path}/sweep",
-        env={"MLFLOW_TRACKING_URI": store_uri, "MLFLOW_EXPERIMENT_NAME": "e2e"},
-    )
+    env = {"MLFLOW_TRACKING_URI": store_uri, "MLFLOW_EXPERIMENT_NAME": "e2e"}
+    done = run_module(
+        "src.train", "-m", "init=zeros,trunc_normal", f"hydra.sweep.dir={tmp_path}/sweep", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "   11.260% -- zeros seed=42" in done.stdout
 
@@ -31,3 +30,9 @@ def test_multirun_zeros_and_trunc_normal(tmp_path, store_uri):
     assert by_init["trunc_normal"].data.metrics["val_accuracy"] > 0.96
     assert len({run.data.tags["sweep_id"] for run in runs}) == 1
     assert {run.data.tags["hydra_job_num"] for run in runs} == {"0", "1"}
+
+    report = run_module("src.report", f"output_dir={tmp_path}/report", env=env)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "   11.260% -- zeros\n" in report.stdout
+    assert "Skipped: no runs for ones." in report.stdout
+    assert (tmp_path / "report" / "report.md").is_file()
