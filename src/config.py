@@ -13,15 +13,13 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from src.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "silu", "leaky_relu", "softplus", "linear")
 VARIANCE_MODES = ("fan_in", "fan_out", "fan_avg")
 VARIANCE_DISTRIBUTIONS = ("truncated_normal", "untruncated_normal", "uniform")
-
-
-class ConfigError(ValueError):
-    """A config value that composes but makes no sense; the message names the key."""
 
 
 def require(ok: bool, message: str) -> None:
@@ -183,6 +181,8 @@ class TrainingConfig:
     epochs: int = 2
     # None trains full epochs (55000 // batch_size); a number caps them, for quick tests.
     batches_per_epoch: Optional[int] = None
+    # A non-finite loss tags the run as diverged; true ends its training there.
+    stop_on_divergence: bool = True
 
     def __post_init__(self) -> None:
         require(self.batch_size > 0, f"training.batch_size must be > 0, got {self.batch_size}")
@@ -236,6 +236,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 42
+    force: bool = False  # retrain even if this exact config already FINISHED in the store
 
 
 SCHEMAS = {

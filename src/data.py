@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.errors import DataError
+
 CACHE_FILE = "mnist.npz"
 
 # SHA-256 of the uint8 bytes of each array, as in Keras' mnist.npz.
@@ -38,10 +40,6 @@ OFFLINE_MEMBER = "mnist/data/mnist.pkl.gz"
 OFFLINE_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 VALIDATION_SIZE = 5000
-
-
-class DataError(RuntimeError):
-    """No source gave MNIST arrays with the expected checksums."""
 
 
 @dataclass(frozen=True)

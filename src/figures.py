@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: runs on machines with no screen
@@ -42,9 +44,13 @@ def loss_figure(title: str, lines: list[tuple[str, np.ndarray]], log_scale: bool
     ax = fig.subplots()
     for label, curves in lines:
         steps = np.arange(1, curves.shape[1] + 1)
-        (line,) = ax.plot(steps, curves.mean(axis=0), label=label, linewidth=1.2)
+        finite = np.where(np.isfinite(curves), curves, np.nan)  # diverged runs: gaps, not crashes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns after a divergence
+            mean, low, high = np.nanmean(finite, 0), np.nanmin(finite, 0), np.nanmax(finite, 0)
+        (line,) = ax.plot(steps, mean, label=label, linewidth=1.2)
         if len(curves) > 1:
-            ax.fill_between(steps, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_title(title)
     ax.set_xlabel("Batches")
     ax.set_ylabel("Loss" + (" (log scale)" if log_scale else ""))

@@ -20,11 +20,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.config import ConfigError, validate
-
-
-class ReportError(RuntimeError):
-    """Nothing to report on, or the store cannot be read; the message says what to do."""
+from src.config import validate
+from src.errors import ReportError, UserError
 
 
 @dataclass
@@ -236,8 +233,8 @@ def main(cfg: DictConfig) -> None:
     started = time.perf_counter()
     try:
         report = build_report(cfg)
-    except (ConfigError, ReportError) as exc:
-        sys.exit(f"Report error: {exc}")
+    except UserError as exc:
+        sys.exit(exc.report())
     for s in report.sections:
         if s.block or (s.text and s.text.startswith("Skipped")):
             print(f"== {s.heading}\n{s.block or s.text}\n")
@@ -248,4 +245,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from src.cli import run
+
+    run(main)

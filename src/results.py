@@ -14,8 +14,9 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-# Params that say where data came from or how the run was tracked, not what was trained.
-NOT_CONFIG = ("seed", "data.")
+from src.tracking import SOURCE_ONLY
+
+NOT_CONFIG = ("seed", SOURCE_ONLY)  # what a group's runs may differ in
 
 
 @dataclass
@@ -51,22 +52,26 @@ class Group:
 
     @property
     def n_batches(self) -> int:
-        return min(len(run.batch_loss) for run in self.runs)
+        return max(len(run.batch_loss) for run in self.runs)
 
     def curves(self, batches: int | None = None) -> np.ndarray:
-        """(seeds, batches) array of batch_loss, truncated to the shortest run."""
+        """(seeds, batches) array of batch_loss; a run stopped early by divergence is padded with NaN."""
         n = self.n_batches if batches is None else min(batches, self.n_batches)
-        return np.stack([run.batch_loss[:n] for run in self.runs])
+        curves = np.full((self.n, n), np.nan)
+        for row, run in zip(curves, self.runs):
+            row[: min(n, len(run.batch_loss))] = run.batch_loss[:n]
+        return curves
 
     def metric(self, key: str) -> np.ndarray:
-        return np.array([run.metrics[key] for run in self.runs], dtype=np.float64)
+        return np.array([run.metrics.get(key, np.nan) for run in self.runs], dtype=np.float64)
 
     def last_loss(self) -> np.ndarray:
-        return self.curves()[:, -1]
+        """Each run's own last batch, even where it stopped early."""
+        return np.array([run.batch_loss[-1] for run in self.runs])
 
     def tail_loss(self, last: int) -> np.ndarray:
         """Mean loss of the last `last` batches of each run: steadier than the very last batch."""
-        return self.curves()[:, -last:].mean(axis=1)
+        return np.array([run.batch_loss[-last:].mean() for run in self.runs])
 
 
 def search_finished(client: MlflowClient, experiment_id: str) -> list[Run]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import re
 import time
@@ -20,8 +22,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from src.config import PROJECT_ROOT
+from src.errors import StoreError
 
 SQLITE_PREFIX = "sqlite:///"
+SOURCE_ONLY = "data."  # params that say where the data came from, not what was trained
 
 
 def tracking_uri(configured: str | None = None) -> str:
@@ -34,6 +38,31 @@ def experiment_name(configured: str) -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail in a second, not after two epochs: the server answers, or the SQLite file can be written."""
+    db = sqlite_path(uri)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder {db.parent} for {uri}: {exc.strerror}; "
+                "point MLFLOW_TRACKING_URI at a writable path"
+            ) from None
+        target = db if db.exists() else db.parent
+        if not os.access(target, os.W_OK):
+            raise StoreError(f"{target} is not writable; point MLFLOW_TRACKING_URI at a writable path")
+    elif uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        except requests.RequestException as exc:
+            raise StoreError(
+                f"tracking server {uri} does not answer ({type(exc).__name__}): start it or fix MLFLOW_TRACKING_URI"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -84,6 +113,21 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)
     return flat
+
+
+def config_hash(params: Mapping[str, str]) -> str:
+    """Identity of a run's config, seed included: equal hashes mean the same numbers."""
+    return hashlib.sha256(json.dumps(sorted(params.items())).encode()).hexdigest()[:16]
+
+
+def find_finished(client: MlflowClient, experiment_id: str, digest: str) -> str | None:
+    """The id of a FINISHED run with this config hash, if there is one."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.config_hash = '{digest}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def chunks(items: list, size: int) -> Iterator[list]:

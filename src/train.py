@@ -9,33 +9,59 @@ answered at once instead of after the several seconds its import takes.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, validate
+from src.callbacks import FAILED_MARKER
+from src.config import validate
+from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
+
+def config_tree(cfg: DictConfig) -> dict:
+    """The composed config without what does not change the numbers or may hold credentials."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("tracking", "force"):
+        tree.pop(key)
+    return tree
+
+
 def run_params(cfg: DictConfig) -> dict[str, str]:
-    """The composed config, flattened, without tracking settings (URIs may carry credentials)."""
+    """The config flattened, plus the option names of the three main groups."""
     from src.tracking import flatten
 
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    tree.pop("tracking")
-    params = flatten(tree)
+    params = flatten(config_tree(cfg))
     params.update(init=cfg.init.name, model=cfg.model.name, optimizer=cfg.optimizer.name)
     return params
 
 
-def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float]:
-    """One tracked training run; returns its final metrics."""
+def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float] | None:
+    """One tracked training run; returns its final metrics, or None if it was already done."""
     validate(cfg)
+
+    from src.tracking import (
+        SOURCE_ONLY, check_store, config_hash, experiment_name, find_finished, open_experiment, start_run, tracking_uri,
+    )
+
+    uri = tracking_uri(cfg.tracking.uri)
+    check_store(uri)
+    client, experiment_id = open_experiment(uri, experiment_name(cfg.tracking.experiment))
+    params = run_params(cfg)
+    digest = config_hash({k: v for k, v in params.items() if not k.startswith(SOURCE_ONLY)})
+    label = f"{cfg.init.name} seed={cfg.seed}"
+    done = None if cfg.force else find_finished(client, experiment_id, digest)
+    if done is not None:
+        print(f"skip {label}: this exact config already FINISHED as run {done} (force=true retrains)")
+        return None
 
     import keras
     import tensorflow as tf
@@ -44,22 +70,16 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     from src.figures import weight_histograms
     from src.model import build_model, build_optimizer, weight_matrices
     from src.stats import stats_block
-    from src.tracking import experiment_name, open_experiment, start_run, tracking_uri
     from src.training import evaluate, fit
 
-    uri = tracking_uri(cfg.tracking.uri)
-    client, experiment_id = open_experiment(uri, experiment_name(cfg.tracking.experiment))
-    split = lesson_split(load_mnist(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout))
-
-    keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
-    label = f"{cfg.init.name} seed={cfg.seed}"
-    run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), **(tags or {})}
-
+    run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), "config_hash": digest, **(tags or {})}
     with start_run(client, experiment_id, f"{cfg.init.name}-s{cfg.seed}", run_tags) as run:
-        run.log_params(run_params(cfg))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        run.log_params(params)
+        run.log_text(OmegaConf.to_yaml(config_tree(cfg)), "config.yaml")
+        split = lesson_split(load_mnist(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout))
 
+        keras.utils.set_random_seed(cfg.seed)
+        tf.config.experimental.enable_op_determinism()
         model = build_model(cfg.model, cfg.init, cfg.seed)
         run.log_figure(weight_histograms(weight_matrices(model), f"Initial weights: {label}"), "histograms/initial_weights.png")
 
@@ -77,7 +97,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
                 time.perf_counter() - started,
             )
 
-        losses = fit(
+        result = fit(
             model,
             build_optimizer(cfg.optimizer),
             split.x_train,
@@ -88,17 +108,20 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
             epochs=cfg.training.epochs,
             seed=cfg.seed,
             max_batches_per_epoch=cfg.training.batches_per_epoch,
+            stop_on_divergence=cfg.training.stop_on_divergence,
             on_losses=lambda first_step, values: run.log_metrics("batch_loss", values, first_step),
             on_epoch_end=on_epoch_end,
         )
+        losses = result.losses
+        if result.diverged_at is not None:
+            run.set_tags({"diverged": "true", "diverged_at_batch": str(result.diverged_at)})
+            log.warning("%s: loss not finite at batch %d", label, result.diverged_at)
+            if not val:  # stopped before the first epoch ended
+                metrics = evaluate(model, split.x_val, split.y_val)
+                on_epoch_end(0, {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]})
 
         test = evaluate(model, split.x_test, split.y_test)
-        final = {
-            **val,
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            "last_batch_loss": float(losses[-1]),
-        }
+        final = {**val, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "last_batch_loss": float(losses[-1])}
         for key in ("test_accuracy", "test_loss", "last_batch_loss"):
             run.log_metric(key, final[key], step=len(losses))
         run.log_figure(weight_histograms(weight_matrices(model), f"Final weights: {label}"), "histograms/final_weights.png")
@@ -114,24 +137,41 @@ def hydra_tags() -> dict[str, str]:
     tags = {
         "sweep_id": hc.sweep.dir if multirun else hc.run.dir,
         "hydra_output_dir": hc.runtime.output_dir,
-        "hydra_overrides": " ".join(hc.overrides.task),
+        # tracking.* overrides are left out: a URI may carry credentials
+        "hydra_overrides": " ".join(o for o in hc.overrides.task if not o.lstrip("+~").startswith("tracking.")),
     }
     if multirun:
         tags["hydra_job_num"] = str(hc.job.num)
     return tags
 
 
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from src.data import DataError
-
+    """One job. In a sweep a failed job is recorded and the next one runs; the summary comes at the end."""
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # end the run as KILLED, as Ctrl-C does
+    hc = HydraConfig.get()
+    marker = Path(hc.runtime.output_dir, FAILED_MARKER)
+    marker.unlink(missing_ok=True)  # a job folder may be reused by a later sweep
     try:
         train(cfg, tags=hydra_tags())
-    except ConfigError as exc:
-        sys.exit(f"Config error: {exc}")
-    except DataError as exc:
-        sys.exit(f"Data error: {exc}")
+    except UserError as exc:
+        message = exc.report()
+    except Exception as exc:
+        log.exception("%s seed=%s failed", cfg.init.name, cfg.seed)
+        message = f"{type(exc).__name__}: {exc}"
+    else:
+        return
+    if hc.mode != RunMode.MULTIRUN:
+        sys.exit(message)
+    print(message, file=sys.stderr)
+    marker.write_text(message + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    from src.cli import run
+
+    run(main)

@@ -6,6 +6,8 @@ Keras' `fit` would only hand callbacks the running mean of the epoch so far.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
@@ -50,6 +52,12 @@ def epoch_batches(rng: np.random.Generator, n_examples: int, batch_size: int, n_
     return rng.permutation(n_examples)[: n_batches * batch_size].reshape(n_batches, batch_size)
 
 
+@dataclass
+class FitResult:
+    losses: np.ndarray  # the loss of every batch trained, in order of global step 1..N
+    diverged_at: int | None = None  # first global step whose loss was not finite
+
+
 def fit(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
@@ -62,22 +70,41 @@ def fit(
     epochs: int,
     seed: int,
     max_batches_per_epoch: int | None = None,
+    stop_on_divergence: bool = True,
     on_losses: LossSink | None = None,
     on_epoch_end: EpochSink | None = None,
-) -> np.ndarray:
-    """Train in place; return the loss of every batch, in order of global step 1..N."""
+) -> FitResult:
+    """Train in place.
+
+    Losses reach `on_losses` at every epoch end and, if training is cut short by an
+    error or Ctrl-C, for every batch trained until then, so nothing computed is lost.
+    """
     n_batches = batches_per_epoch(len(x_train), batch_size, max_batches_per_epoch)
     rng = np.random.default_rng(seed)
     train_step = make_train_step(model, optimizer)
-    losses = []
-    for epoch in range(1, epochs + 1):
-        order = epoch_batches(rng, len(x_train), batch_size, n_batches)
-        epoch_losses = [train_step(x_train[idx], y_train[idx]) for idx in order]
-        epoch_losses = np.array([float(loss) for loss in epoch_losses], dtype=np.float64)
-        if on_losses is not None:
-            on_losses(len(losses) * n_batches + 1, epoch_losses)
-        losses.append(epoch_losses)
-        if on_epoch_end is not None:
-            val = evaluate(model, x_val, y_val)
-            on_epoch_end(epoch, {"val_loss": val["loss"], "val_accuracy": val["accuracy"]})
-    return np.concatenate(losses)
+    losses: list[float] = []
+    sent = 0
+    diverged_at = None
+
+    def send() -> None:
+        nonlocal sent
+        if on_losses is not None and sent < len(losses):
+            on_losses(sent + 1, np.array(losses[sent:]))
+        sent = len(losses)
+
+    try:
+        for epoch in range(1, epochs + 1):
+            for idx in epoch_batches(rng, len(x_train), batch_size, n_batches):
+                loss = float(train_step(x_train[idx], y_train[idx]))
+                losses.append(loss)
+                if diverged_at is None and not math.isfinite(loss):
+                    diverged_at = len(losses)
+                    if stop_on_divergence:
+                        return FitResult(np.array(losses), diverged_at)
+            send()
+            if on_epoch_end is not None:
+                val = evaluate(model, x_val, y_val)
+                on_epoch_end(epoch, {"val_loss": val["loss"], "val_accuracy": val["accuracy"]})
+        return FitResult(np.array(losses), diverged_at)
+    finally:
+        send()

@@ -79,6 +79,17 @@ def test_every_failed_source_is_named(arrays, tmp_path, keras_home):
     assert "data.download=true" in message
 
 
+def test_an_interrupted_cache_write_leaves_nothing_that_looks_valid(arrays, tmp_path, monkeypatch):
+    def savez_then_crash(f, **kwargs):
+        f.write(b"PK\x03\x04 half an npz")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", savez_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        data.write_npz_atomically(arrays, tmp_path / data.CACHE_FILE)
+    assert list(tmp_path.iterdir()) == []
+
+
 class Evil:
     def __reduce__(self):
         import os

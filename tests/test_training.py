@@ -58,7 +58,7 @@ def test_batches_steps_and_epoch_callbacks(mnist):
         batch_size=128, epochs=2, seed=1, max_batches_per_epoch=7,
         on_losses=lambda first, values: calls.append((first, len(values))),
         on_epoch_end=lambda epoch, metrics: epochs.append((epoch, sorted(metrics))),
-    )
+    ).losses
     assert len(losses) == 14 and np.isfinite(losses).all()
     assert calls == [(1, 7), (8, 7)]
     assert epochs == [(1, ["val_accuracy", "val_loss"]), (2, ["val_accuracy", "val_loss"])]
@@ -73,7 +73,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(mnist):
             build_model(cfg.model, cfg.init, seed=seed), build_optimizer(cfg.optimizer),
             mnist.x_train, mnist.y_train, mnist.x_val, mnist.y_val,
             batch_size=128, epochs=2, seed=seed, max_batches_per_epoch=40,
-        )
+        ).losses
 
     first, again, other = run(11), run(11), run(12)
     np.testing.assert_array_equal(first, again)
