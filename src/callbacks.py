@@ -20,6 +20,8 @@ def prepare_store(config: DictConfig) -> None:
     """Check the store and create it with its experiment, once: parallel jobs then only read it."""
     from src.tracking import check_store, experiment_name, open_experiment, tracking_uri
 
+    if not config.tracking.enabled:
+        return
     uri = tracking_uri(config.tracking.uri)
     check_store(uri)
     open_experiment(uri, experiment_name(config.tracking.experiment))

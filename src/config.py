@@ -199,6 +199,7 @@ class TrackingConfig:
 
     uri: Optional[str] = None  # None: sqlite:///<project root>/mlflow.db
     experiment: str = "weight-init"
+    enabled: bool = True  # false: train and print only, nothing logged (used by the benchmark)
 
 
 @dataclass

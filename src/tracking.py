@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +167,9 @@ class Run:
             self.client.log_batch(self.run_id, metrics=chunk)
             del self.pending[: len(chunk)]
 
-    def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+    def log_figure(self, make_figure: Callable[[], Any], artifact_file: str) -> None:
+        """Takes a function, so that nothing is drawn when tracking is off."""
+        self.client.log_figure(self.run_id, make_figure(), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
@@ -180,6 +181,20 @@ class Run:
                 self.set_tags({"error": error[:5000]})
         finally:
             self.client.set_terminated(self.run_id, status)
+
+
+class UntrackedRun:
+    """Takes the calls a Run takes and stores nothing: tracking.enabled=false."""
+
+    run_id = None
+
+    def log_params(self, params: Mapping[str, str]) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_metric(self, key: str, value: float, step: int) -> None: ...
+    def log_metrics(self, key: str, values, first_step: int) -> None: ...
+    def flush(self) -> None: ...
+    def log_figure(self, make_figure: Callable[[], Any], artifact_file: str) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
 
 
 @contextlib.contextmanager

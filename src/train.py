@@ -8,6 +8,7 @@ answered at once instead of after the several seconds its import takes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -48,20 +49,28 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     """One tracked training run; returns its final metrics, or None if it was already done."""
     validate(cfg)
 
-    from src.tracking import (
-        SOURCE_ONLY, check_store, config_hash, experiment_name, find_finished, open_experiment, start_run, tracking_uri,
-    )
-
-    uri = tracking_uri(cfg.tracking.uri)
-    check_store(uri)
-    client, experiment_id = open_experiment(uri, experiment_name(cfg.tracking.experiment))
-    params = run_params(cfg)
-    digest = config_hash({k: v for k, v in params.items() if not k.startswith(SOURCE_ONLY)})
     label = f"{cfg.init.name} seed={cfg.seed}"
-    done = None if cfg.force else find_finished(client, experiment_id, digest)
-    if done is not None:
-        print(f"skip {label}: this exact config already FINISHED as run {done} (force=true retrains)")
-        return None
+    params = run_params(cfg)
+    if cfg.tracking.enabled:
+        from src.tracking import (
+            SOURCE_ONLY, check_store, config_hash, experiment_name, find_finished, open_experiment, start_run,
+            tracking_uri,
+        )
+
+        uri = tracking_uri(cfg.tracking.uri)
+        check_store(uri)
+        client, experiment_id = open_experiment(uri, experiment_name(cfg.tracking.experiment))
+        digest = config_hash({k: v for k, v in params.items() if not k.startswith(SOURCE_ONLY)})
+        done = None if cfg.force else find_finished(client, experiment_id, digest)
+        if done is not None:
+            print(f"skip {label}: this exact config already FINISHED as run {done} (force=true retrains)")
+            return None
+        run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), "config_hash": digest, **(tags or {})}
+        tracked = start_run(client, experiment_id, f"{cfg.init.name}-s{cfg.seed}", run_tags)
+    else:
+        from src.tracking import UntrackedRun
+
+        tracked = contextlib.nullcontext(UntrackedRun())
 
     import keras
     import tensorflow as tf
@@ -72,8 +81,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     from src.stats import stats_block
     from src.training import evaluate, fit
 
-    run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), "config_hash": digest, **(tags or {})}
-    with start_run(client, experiment_id, f"{cfg.init.name}-s{cfg.seed}", run_tags) as run:
+    with tracked as run:
         run.log_params(params)
         run.log_text(OmegaConf.to_yaml(config_tree(cfg)), "config.yaml")
         split = lesson_split(load_mnist(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout))
@@ -81,7 +89,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
         model = build_model(cfg.model, cfg.init, cfg.seed)
-        run.log_figure(weight_histograms(weight_matrices(model), f"Initial weights: {label}"), "histograms/initial_weights.png")
+        run.log_figure(
+            lambda: weight_histograms(weight_matrices(model), f"Initial weights: {label}"), "histograms/initial_weights.png"
+        )
 
         started = time.perf_counter()
         val: dict[str, float] = {}
@@ -124,7 +134,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         final = {**val, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "last_batch_loss": float(losses[-1])}
         for key in ("test_accuracy", "test_loss", "last_batch_loss"):
             run.log_metric(key, final[key], step=len(losses))
-        run.log_figure(weight_histograms(weight_matrices(model), f"Final weights: {label}"), "histograms/final_weights.png")
+        run.log_figure(
+            lambda: weight_histograms(weight_matrices(model), f"Final weights: {label}"), "histograms/final_weights.png"
+        )
 
     print(stats_block(len(losses), cfg.training.epochs, [(label, [val["val_accuracy"]], [losses[-1]])]))
     return final

@@ -24,7 +24,7 @@ RUNS = [
     ["init=trunc_normal", "seed=1"],
     ["init=trunc_normal", "seed=2"],
     ["init=trunc_normal", "seed=3"],
-    ["init=trunc_normal", "seed=1"],  # a re-run: must replace the first, not add a fourth seed
+    ["init=trunc_normal", "seed=1", "force=true"],  # a re-run: must replace the first, not add a fourth seed
     ["init=normal", "seed=1"],
     ["init=normal", "seed=1", "optimizer=sgd"],  # another optimizer: its own line, never mixed in
 ]

@@ -246,5 +246,5 @@ def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path):
 
 def test_make_ui_binds_to_loopback_only():
     done = subprocess.run(["make", "-n", "ui"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
-    command = done.stdout.strip().splitlines()[-1]
-    assert "mlflow ui" in command and "--host 127.0.0.1" in command and "0.0.0.0" not in command
+    (command,) = [line for line in done.stdout.splitlines() if "mlflow ui" in line]
+    assert "--host 127.0.0.1" in command and "0.0.0.0" not in command

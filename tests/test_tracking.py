@@ -109,3 +109,10 @@ def test_run_class_buffers_until_flush(store_uri):
     assert client.get_metric_history(run.run_id, "val_accuracy") == []
     run.flush()
     assert [m.value for m in client.get_metric_history(run.run_id, "val_accuracy")] == [0.5]
+
+
+def test_tracking_off_trains_and_stores_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    final = train(compose_config("training.batches_per_epoch=3", "tracking.enabled=false"))
+    assert 0 <= final["val_accuracy"] <= 1 and final["last_batch_loss"] > 0
+    assert list(tmp_path.iterdir()) == []
