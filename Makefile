@@ -10,7 +10,7 @@ STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run report lesson test test-fast ui lock clean
+.PHONY: help setup run report lesson test test-fast bench ui lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: $(STAMP) ## set up, then run every test, end-to-end ones on real MNIST inc
 
 test-fast: $(STAMP) ## the tests without the end-to-end runs
 	$(PY) -m pytest -m "not e2e"
+
+bench: $(STAMP) ## speed: pipeline vs hand-written TF loop vs Keras fit, start-up, sweeps (~5 min)
+	$(PY) -m benchmarks.bench
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (PORT=..., MLFLOW_TRACKING_URI honoured)
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" --host 127.0.0.1 --port $(PORT)

@@ -6,6 +6,7 @@ that is corrupted, truncated or from another MNIST variant is never used.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -183,11 +184,17 @@ def load_mnist(cache_dir: str | Path, download: bool = True, timeout: float = 12
     raise DataError("could not load MNIST" + hint + "; tried:\n  " + "\n  ".join(failures))
 
 
+@functools.lru_cache(maxsize=1)
+def load_split(cache_dir: str, download: bool = True, timeout: float = 120.0) -> Split:
+    """Loaded and checked once per process: the jobs of a sweep share it."""
+    return lesson_split(load_mnist(cache_dir, download, timeout))
+
+
 def lesson_split(arrays: dict[str, np.ndarray]) -> Split:
     """Validation = the first 5,000 training images, train = the other 55,000, as in the lesson."""
 
     def images(x: np.ndarray) -> np.ndarray:
-        return (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32)
+        return np.divide(x.reshape(len(x), -1), np.float32(255), dtype=np.float32)
 
     x, y = arrays["x_train"], arrays["y_train"].astype(np.int32)
     return Split(

@@ -36,4 +36,5 @@ def build_optimizer(optimizer_cfg: DictConfig) -> keras.optimizers.Optimizer:
 
 
 def weight_matrices(model: keras.Model) -> dict[str, np.ndarray]:
-    return {layer.name: np.asarray(layer.kernel) for layer in model.layers}
+    """A copy of each kernel, safe to read while training goes on."""
+    return {layer.name: np.array(layer.kernel, copy=True) for layer in model.layers}

@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,8 @@ class Run:
         self.client = client
         self.run_id = run_id
         self.pending: list[Metric] = []
+        self.drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
+        self.figures: list[Future] = []
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, value) for key, value in params.items()]
@@ -168,14 +171,21 @@ class Run:
             del self.pending[: len(chunk)]
 
     def log_figure(self, make_figure: Callable[[], Any], artifact_file: str) -> None:
-        """Takes a function, so that nothing is drawn when tracking is off."""
-        self.client.log_figure(self.run_id, make_figure(), artifact_file)
+        """Drawn and logged in a background thread while training goes on; `end` waits for it.
+
+        make_figure must only read data it owns (not live model weights).
+        """
+        self.figures.append(self.drawing.submit(lambda: self.client.log_figure(self.run_id, make_figure(), artifact_file)))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def end(self, status: str, error: str | None = None) -> None:
         try:
+            self.drawing.shutdown(wait=True)
+            for figure in self.figures:
+                if status == RunStatus.to_string(RunStatus.FINISHED):
+                    figure.result()  # a figure that failed fails the run
             self.flush()
             if error is not None:
                 self.set_tags({"error": error[:5000]})

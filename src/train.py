@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -75,7 +76,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     import keras
     import tensorflow as tf
 
-    from src.data import lesson_split, load_mnist
+    from src.data import load_split
     from src.figures import weight_histograms
     from src.model import build_model, build_optimizer, weight_matrices
     from src.stats import stats_block
@@ -84,14 +85,14 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     with tracked as run:
         run.log_params(params)
         run.log_text(OmegaConf.to_yaml(config_tree(cfg)), "config.yaml")
-        split = lesson_split(load_mnist(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout))
+        split = load_split(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout)
 
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
+        run.set_tags({"tf_intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())})
         model = build_model(cfg.model, cfg.init, cfg.seed)
-        run.log_figure(
-            lambda: weight_histograms(weight_matrices(model), f"Initial weights: {label}"), "histograms/initial_weights.png"
-        )
+        initial = weight_matrices(model)  # a copy: the figure is drawn while training changes the model
+        run.log_figure(lambda: weight_histograms(initial, f"Initial weights: {label}"), "histograms/initial_weights.png")
 
         started = time.perf_counter()
         val: dict[str, float] = {}
@@ -123,6 +124,8 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
             on_epoch_end=on_epoch_end,
         )
         losses = result.losses
+        final_weights = weight_matrices(model)
+        run.log_figure(lambda: weight_histograms(final_weights, f"Final weights: {label}"), "histograms/final_weights.png")
         if result.diverged_at is not None:
             run.set_tags({"diverged": "true", "diverged_at_batch": str(result.diverged_at)})
             log.warning("%s: loss not finite at batch %d", label, result.diverged_at)
@@ -134,9 +137,6 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         final = {**val, "test_accuracy": test["accuracy"], "test_loss": test["loss"], "last_batch_loss": float(losses[-1])}
         for key in ("test_accuracy", "test_loss", "last_batch_loss"):
             run.log_metric(key, final[key], step=len(losses))
-        run.log_figure(
-            lambda: weight_histograms(weight_matrices(model), f"Final weights: {label}"), "histograms/final_weights.png"
-        )
 
     print(stats_block(len(losses), cfg.training.epochs, [(label, [val["val_accuracy"]], [losses[-1]])]))
     return final
@@ -157,6 +157,22 @@ def hydra_tags() -> dict[str, str]:
     return tags
 
 
+def share_cores_between_workers(launcher: DictConfig) -> None:
+    """Parallel workers on one machine each get their share of the cores, not all of them.
+
+    TensorFlow reads these variables when it starts in the worker. The thread count
+    changes how sums are split, so results match other runs with the same count (it is
+    tagged on each run as tf_intra_op_threads).
+    """
+    if "joblib" not in launcher.get("_target_", "").lower():
+        return
+    cores = os.cpu_count() or 1
+    n_jobs = launcher.get("n_jobs") or -1
+    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores, -2 = all but one
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, cores // workers)))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
 def raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -166,6 +182,7 @@ def main(cfg: DictConfig) -> None:
     """One job. In a sweep a failed job is recorded and the next one runs; the summary comes at the end."""
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # end the run as KILLED, as Ctrl-C does
     hc = HydraConfig.get()
+    share_cores_between_workers(hc.launcher)
     marker = Path(hc.runtime.output_dir, FAILED_MARKER)
     marker.unlink(missing_ok=True)  # a job folder may be reused by a later sweep
     try:

@@ -75,19 +75,19 @@ FAULT = textwrap.dedent(
     from hydra.core.hydra_config import HydraConfig
     import src.training as training
 
-    real = training.make_train_step
+    real = training.make_train_steps
 
-    def make_train_step(model, optimizer):
-        # Fault injection: job #1 of the sweep crashes at its 25th batch.
-        step, calls = real(model, optimizer), [0]
-        def faulty(x, y):
+    def make_train_steps(*args):
+        # Fault injection: job #1 of the sweep crashes in epoch 2, after the 20 batches of epoch 1.
+        steps, calls = real(*args), [0]
+        def faulty(batches):
             calls[0] += 1
-            if HydraConfig.get().job.num == 1 and calls[0] == 25:
-                raise RuntimeError("injected fault at batch 25")
-            return step(x, y)
+            if HydraConfig.get().job.num == 1 and calls[0] == 2:
+                raise RuntimeError("injected fault in epoch 2")
+            return steps(batches)
         return faulty
 
-    training.make_train_step = make_train_step
+    training.make_train_steps = make_train_steps
     sys.argv = ["src/train.py", *sys.argv[1:]]
     runpy.run_module("src.train", run_name="__main__")
     """
@@ -105,13 +105,13 @@ def test_failed_job_is_recorded_the_sweep_goes_on_and_a_rerun_resumes(tmp_path):
     )
     assert done.returncode != 0
     assert "1 job(s) of the sweep failed:" in done.stderr
-    assert "#1 (init=ones " in done.stderr and "RuntimeError: injected fault at batch 25" in done.stderr
+    assert "#1 (init=ones " in done.stderr and "RuntimeError: injected fault in epoch 2" in done.stderr
 
     runs = {r.data.params["init"]: r for r in runs_of(uri, "faults")}
     assert {i: r.info.status for i, r in runs.items()} == {"zeros": "FINISHED", "ones": "FAILED", "trunc_normal": "FINISHED"}
-    assert runs["ones"].data.tags["error"] == "RuntimeError: injected fault at batch 25"
+    assert runs["ones"].data.tags["error"] == "RuntimeError: injected fault in epoch 2"
     history = MlflowClient(uri).get_metric_history(runs["ones"].info.run_id, "batch_loss")
-    assert sorted(m.step for m in history) == list(range(1, 25))  # 20 of epoch 1, 4 before the crash
+    assert sorted(m.step for m in history) == list(range(1, 21))  # all of epoch 1
     # no credentials-bearing setting is logged: the store URI appears in no param or tag
     for run in runs.values():
         assert not any("mlflow.db" in v for v in [*run.data.params.values(), *run.data.tags.values()])
@@ -236,6 +236,7 @@ def test_parallel_jobs_on_a_new_store_lose_nothing(tmp_path):
     runs = runs_of(uri, "parallel")
     assert sorted(r.data.params["init"] for r in runs) == ["ones", "trunc_normal", "uniform01", "zeros"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["tf_intra_op_threads"] for r in runs} == {str(max(1, os.cpu_count() // 4))}  # a share each
     for run in runs:
         steps = [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "batch_loss")]
         assert sorted(steps) == list(range(1, 859))

@@ -1,0 +1,166 @@
+"""`make bench`: the pipeline's speed, measured side by side with the loops it replaces.
+
+In one process, each variant REPEATS times, median reported:
+  (a) the pipeline's train(cfg), full tracking to a fresh SQLite store
+  (b) the same with tracking.enabled=false
+  (c) a straightforward TensorFlow loop of the same math: a tf.function step with
+      GradientTape and Adam, the same 858 batches, each batch's loss read back
+  (d) a plain Keras model.fit with defaults
+then, in subprocesses: `--help`, a config error, one whole tracked run from start to
+exit, and a 4-job sweep sequential vs joblib with 2 workers.
+Results go to stdout and multirun_outputs/bench/bench-<time>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from src.config import PROJECT_ROOT
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+OUT_DIR = PROJECT_ROOT / "multirun_outputs" / "bench"
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def pipeline(tracking: bool, tmp: Path, i: int) -> float:
+    from src.tracking import open_experiment
+    from src.train import train
+
+    uri = f"sqlite:///{tmp / f'store{int(tracking)}-{i}' / 'mlflow.db'}"
+    if tracking:
+        open_experiment(uri, "bench")  # a fresh store, created once as a sweep's callback does
+    cfg = compose("init=trunc_normal", f"tracking.enabled={str(tracking).lower()}", f"tracking.uri={uri}",
+                  "tracking.experiment=bench")
+    return timed(lambda: train(cfg))
+
+
+def hand_loop(split) -> float:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from src.model import build_model
+
+    cfg = compose("init=trunc_normal")
+
+    def run():
+        model = build_model(cfg.model, cfg.init, cfg.seed)
+        optimizer = keras.optimizers.Adam(learning_rate=0.001)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            return loss
+
+        rng = np.random.default_rng(cfg.seed)
+        losses = []
+        for _ in range(2):
+            for idx in rng.permutation(55000)[: 429 * 128].reshape(429, 128):
+                losses.append(float(step(split.x_train[idx], split.y_train[idx])))
+        np.mean(np.argmax(model(split.x_val), axis=1) == split.y_val)
+
+    return timed(run)
+
+
+def keras_fit(split) -> float:
+    import keras
+
+    from src.model import build_model
+
+    cfg = compose("init=trunc_normal")
+
+    def run():
+        model = build_model(cfg.model, cfg.init, cfg.seed)
+        model.compile(optimizer=keras.optimizers.Adam(0.001),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.fit(split.x_train, split.y_train, batch_size=128, epochs=2, verbose=0)
+        model.evaluate(split.x_val, split.y_val, verbose=0)
+
+    return timed(run)
+
+
+def command(*args: str, env: dict | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, env={**os.environ, **(env or {})})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    import logging
+
+    logging.disable(logging.WARNING)
+    from src.data import load_split
+
+    cfg = compose()
+    split = load_split(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout)
+    times: dict[str, list[float]] = {k: [] for k in ("a_pipeline_tracked", "b_pipeline_untracked", "c_tf_loop", "d_keras_fit")}
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline(False, Path(tmp), -1)  # warm-up: imports, first graph traces
+        for i in range(REPEATS):  # interleaved, so that drifts in machine speed hit every variant alike
+            times["a_pipeline_tracked"].append(pipeline(True, Path(tmp), i))
+            times["b_pipeline_untracked"].append(pipeline(False, Path(tmp), i))
+            times["c_tf_loop"].append(hand_loop(split))
+            times["d_keras_fit"].append(keras_fit(split))
+        median = {k: statistics.median(v) for k, v in times.items()}
+        a, b, c, d = median.values()
+        ratios = {"a/b": a / b, "a/c": a / c, "a/d": a / d}
+
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/process/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench"}
+        startup = {
+            "help": statistics.median(command("-m", "src.train", "--help") for _ in range(3)),
+            "config_error": statistics.median(command("-m", "src.train", "training.batch_size=0") for _ in range(3)),
+            "whole_run": command("-m", "src.train", "init=trunc_normal", "force=true", f"hydra.run.dir={tmp}/run", env=env),
+        }
+        sweep = ["-m", "src.train", "-m", "init=zeros,ones,uniform01,trunc_normal"]
+        sweeps = {
+            "sequential": command(*sweep, f"hydra.sweep.dir={tmp}/seq",
+                                  env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/seq/mlflow.db"}),
+            "joblib_2_workers": command(*sweep, "hydra/launcher=joblib", f"hydra.sweep.dir={tmp}/par",
+                                        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/par/mlflow.db"}),
+        }
+
+    print(f"\nTraining one run of 858 batches, median of {REPEATS} (seconds):")
+    for key, values in times.items():
+        print(f"  {key:22s} {median[key]:6.2f}   ({', '.join(f'{v:.2f}' for v in values)})")
+    print("Ratios (targets: a/b <= 1.03, a/c <= 1.0, a/d <= 0.85):")
+    for key, value in ratios.items():
+        print(f"  {key:5s} {value:.3f}")
+    print("Whole commands (seconds):")
+    print(f"  python -m src.train --help          {startup['help']:.2f}")
+    print(f"  a config error (batch_size=0)       {startup['config_error']:.2f}")
+    print(f"  python -m src.train init=trunc_normal, start to exit {startup['whole_run']:.2f}")
+    print(f"  4-job sweep sequential {sweeps['sequential']:.1f}, joblib 2 workers {sweeps['joblib_2_workers']:.1f} "
+          f"(speed-up {sweeps['sequential'] / sweeps['joblib_2_workers']:.2f}x)")
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"repeats": REPEATS, "times": times, "median": median, "ratios": ratios,
+                               "commands": startup, "sweeps": sweeps}, indent=2))
+    print(f"Written: {out}")
+
+
+if __name__ == "__main__":
+    main()
