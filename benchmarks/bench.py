@@ -1,6 +1,8 @@
 """`make bench`: the pipeline's speed, measured side by side with the loops it replaces.
 
-In one process, each variant REPEATS times, median reported:
+Each variant REPEATS times, interleaved, median reported; every measurement in a fresh
+process (TensorFlow's op determinism and graph caches are process-wide), timing only the
+training of the run, after imports and data loading:
   (a) the pipeline's train(cfg), full tracking to a fresh SQLite store
   (b) the same with tracking.enabled=false
   (c) a straightforward TensorFlow loop of the same math: a tf.function step with
@@ -42,15 +44,17 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def pipeline(tracking: bool, tmp: Path, i: int) -> float:
+def pipeline(tracking: bool, tmp: Path) -> float:
     from src.tracking import open_experiment
     from src.train import train
 
-    uri = f"sqlite:///{tmp / f'store{int(tracking)}-{i}' / 'mlflow.db'}"
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
     if tracking:
-        open_experiment(uri, "bench")  # a fresh store, created once as a sweep's callback does
+        open_experiment(uri, "bench")  # a fresh store, created once before the jobs as the sweep callback does
     cfg = compose("init=trunc_normal", f"tracking.enabled={str(tracking).lower()}", f"tracking.uri={uri}",
                   "tracking.experiment=bench")
+    import tensorflow  # noqa: F401  (imported before the clock starts, as for c and d)
+
     return timed(lambda: train(cfg))
 
 
@@ -108,7 +112,8 @@ def command(*args: str, env: dict | None = None) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def measure(variant: str, tmp: str) -> None:
+    """One measurement, in this (fresh) process; prints the seconds."""
     import logging
 
     logging.disable(logging.WARNING)
@@ -116,14 +121,29 @@ def main() -> None:
 
     cfg = compose()
     split = load_split(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout)
-    times: dict[str, list[float]] = {k: [] for k in ("a_pipeline_tracked", "b_pipeline_untracked", "c_tf_loop", "d_keras_fit")}
+    seconds = {
+        "a_pipeline_tracked": lambda: pipeline(True, Path(tmp)),
+        "b_pipeline_untracked": lambda: pipeline(False, Path(tmp)),
+        "c_tf_loop": lambda: hand_loop(split),
+        "d_keras_fit": lambda: keras_fit(split),
+    }[variant]()
+    print(f"SECONDS {seconds}")
+
+
+def measured(variant: str, tmp: Path) -> float:
+    tmp.mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench", variant, str(tmp)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, check=True)
+    return float(next(line for line in done.stdout.splitlines() if line.startswith("SECONDS")).split()[1])
+
+
+def main() -> None:
+    variants = ("a_pipeline_tracked", "b_pipeline_untracked", "c_tf_loop", "d_keras_fit")
+    times: dict[str, list[float]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:
-        pipeline(False, Path(tmp), -1)  # warm-up: imports, first graph traces
         for i in range(REPEATS):  # interleaved, so that drifts in machine speed hit every variant alike
-            times["a_pipeline_tracked"].append(pipeline(True, Path(tmp), i))
-            times["b_pipeline_untracked"].append(pipeline(False, Path(tmp), i))
-            times["c_tf_loop"].append(hand_loop(split))
-            times["d_keras_fit"].append(keras_fit(split))
+            for variant in variants:
+                times[variant].append(measured(variant, Path(tmp) / f"{variant}-{i}"))
         median = {k: statistics.median(v) for k, v in times.items()}
         a, b, c, d = median.values()
         ratios = {"a/b": a / b, "a/c": a / c, "a/d": a / d}
@@ -163,4 +183,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3:
+        measure(*sys.argv[1:])
+    else:
+        main()

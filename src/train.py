@@ -87,9 +87,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         run.log_text(OmegaConf.to_yaml(config_tree(cfg)), "config.yaml")
         split = load_split(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout)
 
+        run.set_tags({"tf_intra_op_threads": str(apply_thread_limit(tf))})  # before TensorFlow starts its runtime
         keras.utils.set_random_seed(cfg.seed)
         tf.config.experimental.enable_op_determinism()
-        run.set_tags({"tf_intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count())})
         model = build_model(cfg.model, cfg.init, cfg.seed)
         initial = weight_matrices(model)  # a copy: the figure is drawn while training changes the model
         run.log_figure(lambda: weight_histograms(initial, f"Initial weights: {label}"), "histograms/initial_weights.png")
@@ -171,6 +171,15 @@ def share_cores_between_workers(launcher: DictConfig) -> None:
     workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores, -2 = all but one
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, cores // workers)))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
+def apply_thread_limit(tf) -> int:
+    """TF_NUM_INTRAOP_THREADS, if set, applied through TensorFlow's API; returns the thread count in use."""
+    wanted = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
+    if wanted and tf.config.threading.get_intra_op_parallelism_threads() != wanted:
+        tf.config.threading.set_intra_op_parallelism_threads(wanted)
+        tf.config.threading.set_inter_op_parallelism_threads(int(os.environ.get("TF_NUM_INTEROP_THREADS", "0")))
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
 
 
 def raise_keyboard_interrupt(signum, frame):

@@ -29,7 +29,7 @@ loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 def make_train_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer, x: tf.Tensor, y: tf.Tensor):
     """A graph function: one training step per row of batch indices, returning each batch's loss."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function
     def train_steps(batches):
         losses = tf.TensorArray(tf.float32, size=tf.shape(batches)[0])
         for i in tf.range(tf.shape(batches)[0]):
