@@ -29,7 +29,8 @@ loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 def make_train_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer, x: tf.Tensor, y: tf.Tensor):
     """A graph function: one training step per row of batch indices, returning each batch's loss."""
 
-    @tf.function
+    # One signature for every chunk length, so the loop graph is traced once, not again for an epoch's last chunk.
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int64)])
     def train_steps(batches):
         losses = tf.TensorArray(tf.float32, size=tf.shape(batches)[0])
         for i in tf.range(tf.shape(batches)[0]):
