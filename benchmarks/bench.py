@@ -106,9 +106,13 @@ def keras_fit(split) -> float:
     return timed(run)
 
 
-def command(*args: str, env: dict | None = None) -> float:
+def command(*args: str, env: dict | None = None, expect_success: bool = True) -> float:
+    """Wall time of a whole command; a command that did not do its job would time nothing useful."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, env={**os.environ, **(env or {})})
+    done = subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if (done.returncode == 0) != expect_success:
+        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: {done.stderr[-500:]}")
     return time.perf_counter() - started
 
 
@@ -151,7 +155,7 @@ def main() -> None:
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/process/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench"}
         startup = {
             "help": statistics.median(command("-m", "src.train", "--help") for _ in range(3)),
-            "config_error": statistics.median(command("-m", "src.train", "training.batch_size=0") for _ in range(3)),
+            "config_error": statistics.median(command("-m", "src.train", "training.batch_size=0", expect_success=False) for _ in range(3)),
             "whole_run": command("-m", "src.train", "init=trunc_normal", "force=true", f"hydra.run.dir={tmp}/run", env=env),
         }
         sweep = ["-m", "src.train", "-m", "init=zeros,ones,uniform01,trunc_normal"]

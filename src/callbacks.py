@@ -18,13 +18,10 @@ FAILED_MARKER = "FAILED"  # written into a failed job's output folder by src.tra
 
 def prepare_store(config: DictConfig) -> None:
     """Check the store and create it with its experiment, once: parallel jobs then only read it."""
-    from src.tracking import check_store, experiment_name, open_experiment, tracking_uri
+    from src.tracking import open_store
 
-    if not config.tracking.enabled:
-        return
-    uri = tracking_uri(config.tracking.uri)
-    check_store(uri)
-    open_experiment(uri, experiment_name(config.tracking.experiment))
+    if config.tracking.enabled:
+        open_store(config.tracking)
 
 
 class TrackingCallback(Callback):
@@ -42,12 +39,15 @@ class TrackingCallback(Callback):
             sys.exit(exc.report())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed = sorted(Path(config.hydra.sweep.dir).glob(f"*/{FAILED_MARKER}"), key=lambda p: int(p.parent.name))
+        # job folders are numbered: sort 2 before 10
+        failed = sorted(
+            Path(config.hydra.sweep.dir).glob(f"*/{FAILED_MARKER}"), key=lambda p: (len(p.parent.name), p.parent.name)
+        )
         if not failed:
             return
-        overrides = {}
+        lines = []
         for marker in failed:
             job_overrides = marker.parent / ".hydra" / "overrides.yaml"
-            overrides[marker] = " ".join(OmegaConf.load(job_overrides)) if job_overrides.exists() else "?"
-        lines = [f"  #{m.parent.name} ({overrides[m]}): {m.read_text().strip()}" for m in failed]
+            overrides = " ".join(OmegaConf.load(job_overrides)) if job_overrides.exists() else "?"
+            lines.append(f"  #{marker.parent.name} ({overrides}): {marker.read_text().strip()}")
         sys.exit(f"{len(failed)} job(s) of the sweep failed:\n" + "\n".join(lines))

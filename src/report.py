@@ -62,10 +62,17 @@ def train_command(inits: list[str], seeds: list[int]) -> str:
     return f"python -m src.train -m init={','.join(inits)}{seed_part}"
 
 
+def group_stats(names: list[str], groups) -> str:
+    """The lesson's stats block for these groups, one row each."""
+    from src.stats import stats_block
+
+    rows = [(n, g.metric("val_accuracy"), g.last_loss()) for n, g in zip(names, groups)]
+    return stats_block(groups[0].n_batches, groups[0].epochs, rows)
+
+
 def comparison_sections(cfg: DictConfig, groups, folder: Path) -> list[Section]:
     from src.figures import loss_figure
     from src.results import labels
-    from src.stats import stats_block
 
     seeds = sorted({run.seed for g in groups for run in g.runs})
     sections = []
@@ -82,11 +89,10 @@ def comparison_sections(cfg: DictConfig, groups, folder: Path) -> list[Section]:
         chosen = sorted((g for g in groups if g.init in wanted), key=lambda g: wanted.index(g.init))
         names = labels(chosen, dict(comparison.lines))
         fig = loss_figure(comparison.title, [(n, g.curves(comparison.batches)) for n, g in zip(names, chosen)])
-        rows = [(n, g.metric("val_accuracy"), g.last_loss()) for n, g in zip(names, chosen)]
         sections.append(Section(
             heading,
             image=save(fig, folder, f"{number:02d}_{slug(comparison.title)}.png"),
-            block=stats_block(chosen[0].n_batches, chosen[0].epochs, rows),
+            block=group_stats(names, chosen),
         ))
     return sections
 
@@ -116,17 +122,15 @@ def overview_sections(cfg: DictConfig, groups, client, folder: Path) -> list[Sec
 
     from src.figures import image_grid, loss_figure, sample_histogram
     from src.results import labels
-    from src.stats import stats_block
 
     ordered = sorted(groups, key=lambda g: (g.init, labels([g])[0]))
     names = labels(ordered)
     lines = [(n, g.curves()) for n, g in zip(names, ordered)]
-    rows = [(n, g.metric("val_accuracy"), g.last_loss()) for n, g in zip(names, ordered)]
     sections = [
         Section(
             "Every initializer",
             image=save(loss_figure("Every initializer", lines), folder, "all_inits.png"),
-            block=stats_block(ordered[0].n_batches, ordered[0].epochs, rows),
+            block=group_stats(names, ordered),
         ),
         Section(
             "Every initializer, log scale",

@@ -92,7 +92,7 @@ def batch_loss_history(client: MlflowClient, run_id: str) -> np.ndarray:
 
 
 def load_records(client: MlflowClient, experiment_id: str) -> list[RunRecord]:
-    """Every FINISHED training run that logged batch losses, newest first."""
+    """Every FINISHED training run that logged batch losses."""
     records = []
     for run in search_finished(client, experiment_id):
         if "init" not in run.data.params:
@@ -107,7 +107,7 @@ def load_records(client: MlflowClient, experiment_id: str) -> list[RunRecord]:
                 batch_loss=batch_loss_history(client, run.info.run_id),
             )
         )
-    return sorted((r for r in records if len(r.batch_loss)), key=lambda r: r.start_time, reverse=True)
+    return [r for r in records if len(r.batch_loss)]
 
 
 def group_runs(records: Iterable[RunRecord]) -> list[Group]:
@@ -115,10 +115,11 @@ def group_runs(records: Iterable[RunRecord]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     seen: set[tuple] = set()
     for record in sorted(records, key=lambda r: r.start_time, reverse=True):
-        if (record.config_key, record.seed) in seen:
+        key = record.config_key
+        if (key, record.seed) in seen:
             continue
-        seen.add((record.config_key, record.seed))
-        group = groups.setdefault(record.config_key, Group(params=dict(record.config_key)))
+        seen.add((key, record.seed))
+        group = groups.setdefault(key, Group(params=dict(key)))
         group.runs.append(record)
     for group in groups.values():
         group.runs.sort(key=lambda r: r.seed)

@@ -98,10 +98,17 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
                 location = (db.parent / "mlartifacts" / re.sub(r"[^\w.-]+", "_", name)).as_uri()
             return client, client.create_experiment(name, artifact_location=location)
         if experiment.lifecycle_stage != "active":
-            raise RuntimeError(
+            raise StoreError(
                 f"experiment {name!r} is deleted in {uri}: restore it in the MLflow UI or set MLFLOW_EXPERIMENT_NAME"
             )
         return client, experiment.experiment_id
+
+
+def open_store(tracking: Any) -> tuple[MlflowClient, str]:
+    """The configured store (environment first), checked, with its experiment created if needed."""
+    uri = tracking_uri(tracking.uri)
+    check_store(uri)
+    return open_experiment(uri, experiment_name(tracking.experiment))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -28,7 +28,6 @@ from src.errors import UserError
 log = logging.getLogger(__name__)
 
 
-
 def config_tree(cfg: DictConfig) -> dict:
     """The composed config without what does not change the numbers or may hold credentials."""
     tree = OmegaConf.to_container(cfg, resolve=True)
@@ -37,12 +36,12 @@ def config_tree(cfg: DictConfig) -> dict:
     return tree
 
 
-def run_params(cfg: DictConfig) -> dict[str, str]:
-    """The config flattened, plus the option names of the three main groups."""
+def run_params(tree: dict) -> dict[str, str]:
+    """The config tree flattened, plus the option names of the three main groups."""
     from src.tracking import flatten
 
-    params = flatten(config_tree(cfg))
-    params.update(init=cfg.init.name, model=cfg.model.name, optimizer=cfg.optimizer.name)
+    params = flatten(tree)
+    params.update(init=tree["init"]["name"], model=tree["model"]["name"], optimizer=tree["optimizer"]["name"])
     return params
 
 
@@ -51,16 +50,12 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     validate(cfg)
 
     label = f"{cfg.init.name} seed={cfg.seed}"
-    params = run_params(cfg)
+    tree = config_tree(cfg)
+    params = run_params(tree)
     if cfg.tracking.enabled:
-        from src.tracking import (
-            SOURCE_ONLY, check_store, config_hash, experiment_name, find_finished, open_experiment, start_run,
-            tracking_uri,
-        )
+        from src.tracking import SOURCE_ONLY, config_hash, find_finished, open_store, start_run
 
-        uri = tracking_uri(cfg.tracking.uri)
-        check_store(uri)
-        client, experiment_id = open_experiment(uri, experiment_name(cfg.tracking.experiment))
+        client, experiment_id = open_store(cfg.tracking)
         digest = config_hash({k: v for k, v in params.items() if not k.startswith(SOURCE_ONLY)})
         done = None if cfg.force else find_finished(client, experiment_id, digest)
         if done is not None:
@@ -84,7 +79,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
 
     with tracked as run:
         run.log_params(params)
-        run.log_text(OmegaConf.to_yaml(config_tree(cfg)), "config.yaml")
+        run.log_text(OmegaConf.to_yaml(tree), "config.yaml")
         split = load_split(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout)
 
         run.set_tags({"tf_intra_op_threads": str(apply_thread_limit(tf))})  # before TensorFlow starts its runtime
@@ -160,9 +155,9 @@ def hydra_tags() -> dict[str, str]:
 def share_cores_between_workers(launcher: DictConfig) -> None:
     """Parallel workers on one machine each get their share of the cores, not all of them.
 
-    TensorFlow reads these variables when it starts in the worker. The thread count
-    changes how sums are split, so results match other runs with the same count (it is
-    tagged on each run as tf_intra_op_threads).
+    The variables reach the worker processes; `apply_thread_limit` hands them to
+    TensorFlow before its runtime starts. The thread count changes how sums are split,
+    so results match other runs with the same count (tagged as tf_intra_op_threads).
     """
     if "joblib" not in launcher.get("_target_", "").lower():
         return
