@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable
@@ -39,3 +41,17 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("Interrupted: the run in progress was ended as KILLED; run the same command again to resume.", file=sys.stderr)
         sys.exit(130)
+    if not multiprocessing.active_children():  # worker processes (joblib's) are stopped by the teardown
+        exit_at_once()
+
+
+def exit_at_once() -> None:
+    """Done, with every run stored and the logs flushed: skip Python's teardown.
+
+    With TensorFlow and MLflow loaded, tearing the interpreter down takes 1-1.5 s here
+    and only frees memory that the OS takes back anyway.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

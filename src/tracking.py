@@ -144,24 +144,31 @@ def chunks(items: list, size: int) -> Iterator[list]:
 
 
 class Run:
-    """One MLflow run. Metrics are buffered; `flush` sends them, `end` flushes and closes."""
+    """One MLflow run whose writes go out on a background thread, in order, so training never waits on the store.
+
+    Metrics are buffered; `flush` hands them to the writer in log_batch chunks. `end` waits for every write:
+    the run is FINISHED only once all of it is stored.
+    """
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client = client
         self.run_id = run_id
         self.pending: list[Metric] = []
-        self.drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="figures")
-        self.figures: list[Future] = []
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self.writes: list[Future] = []
+
+    def write(self, fn: Callable[[], Any]) -> None:
+        self.writes.append(self.writer.submit(fn))
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, value) for key, value in params.items()]
         for chunk in chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=chunk)
+            self.write(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         items = [RunTag(key, str(value)) for key, value in tags.items()]
         for chunk in chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=chunk)
+            self.write(lambda chunk=chunk: self.client.log_batch(self.run_id, tags=chunk))
 
     def log_metric(self, key: str, value: float, step: int) -> None:
         self.pending.append(Metric(key, float(value), int(time.time() * 1000), step))
@@ -172,32 +179,32 @@ class Run:
         self.pending.extend(Metric(key, float(v), now, first_step + i) for i, v in enumerate(values))
 
     def flush(self) -> None:
-        while self.pending:
-            chunk = self.pending[:MAX_METRICS_PER_BATCH]
-            self.client.log_batch(self.run_id, metrics=chunk)
-            del self.pending[: len(chunk)]
+        for chunk in chunks(self.pending, MAX_METRICS_PER_BATCH):
+            self.write(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk))
+        self.pending = []
 
     def log_figure(self, make_figure: Callable[[], Any], artifact_file: str) -> None:
-        """Drawn and logged in a background thread while training goes on; `end` waits for it.
-
-        make_figure must only read data it owns (not live model weights).
-        """
-        self.figures.append(self.drawing.submit(lambda: self.client.log_figure(self.run_id, make_figure(), artifact_file)))
+        """make_figure runs on the writer thread: it must only read data it owns (not live model weights)."""
+        self.write(lambda: self.client.log_figure(self.run_id, make_figure(), artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.write(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def end(self, status: str, error: str | None = None) -> None:
+        """Wait for every write; a write that failed turns FINISHED into FAILED, with its error."""
+        self.flush()
+        self.writer.shutdown(wait=True)
+        failed = next((w.exception() for w in self.writes if w.exception() is not None), None)
+        failed_write = failed is not None and status == RunStatus.to_string(RunStatus.FINISHED)
+        if failed_write:
+            status, error = RunStatus.to_string(RunStatus.FAILED), f"{type(failed).__name__}: {failed}"
         try:
-            self.drawing.shutdown(wait=True)
-            for figure in self.figures:
-                if status == RunStatus.to_string(RunStatus.FINISHED):
-                    figure.result()  # a figure that failed fails the run
-            self.flush()
             if error is not None:
-                self.set_tags({"error": error[:5000]})
+                self.client.set_tag(self.run_id, "error", error[:5000])
         finally:
             self.client.set_terminated(self.run_id, status)
+        if failed_write:
+            raise failed
 
 
 class UntrackedRun:

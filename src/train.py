@@ -75,9 +75,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     from src.figures import weight_histograms
     from src.model import build_model, build_optimizer, weight_matrices
     from src.stats import stats_block
-    from src.training import evaluate, fit
+    from src.training import evaluate, fit, gc_paused
 
-    with tracked as run:
+    with gc_paused(), tracked as run:
         run.log_params(params)
         run.log_text(OmegaConf.to_yaml(tree), "config.yaml")
         split = load_split(cfg.data.cache_dir, cfg.data.download, cfg.data.timeout)
@@ -87,7 +87,6 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         tf.config.experimental.enable_op_determinism()
         model = build_model(cfg.model, cfg.init, cfg.seed)
         initial = weight_matrices(model)  # a copy: the figure is drawn while training changes the model
-        run.log_figure(lambda: weight_histograms(initial, f"Initial weights: {label}"), "histograms/initial_weights.png")
 
         started = time.perf_counter()
         val: dict[str, float] = {}
@@ -117,6 +116,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
             stop_on_divergence=cfg.training.stop_on_divergence,
             on_losses=lambda first_step, values: run.log_metrics("batch_loss", values, first_step),
             on_epoch_end=on_epoch_end,
+            on_traced=lambda: run.log_figure(
+                lambda: weight_histograms(initial, f"Initial weights: {label}"), "histograms/initial_weights.png"
+            ),
         )
         losses = result.losses
         final_weights = weight_matrices(model)

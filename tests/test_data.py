@@ -22,11 +22,18 @@ def test_split_sizes_and_scaling(mnist):
     assert mnist.x_val.shape == (5000, 784) and mnist.y_val.shape == (5000,)
     assert mnist.x_test.shape == (10000, 784) and mnist.y_test.shape == (10000,)
     for x in (mnist.x_train, mnist.x_val, mnist.x_test):
-        assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+        assert x.dtype == np.uint8 and x.min() == 0 and x.max() == 255
+
+
+def test_network_inputs_are_pixels_over_255_in_float32(mnist):
+    inputs = data.scaled(mnist.x_val)
+    assert inputs.dtype == np.float32 and inputs.shape == mnist.x_val.shape
+    np.testing.assert_array_equal(inputs, mnist.x_val.astype(np.float32) / np.float32(255))
+    assert inputs.min() == 0.0 and inputs.max() == 1.0
 
 
 def test_validation_is_the_first_5000_training_images(arrays, mnist):
-    np.testing.assert_array_equal(mnist.x_val * 255, arrays["x_train"][:5000].reshape(5000, -1))
+    np.testing.assert_array_equal(mnist.x_val, arrays["x_train"][:5000].reshape(5000, -1))
     np.testing.assert_array_equal(mnist.y_train, arrays["y_train"][5000:])
     # The lesson's check of its split: the most frequent class covers 563 validation images.
     assert np.bincount(mnist.y_val).max() == 563

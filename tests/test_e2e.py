@@ -30,6 +30,9 @@ def test_multirun_zeros_and_trunc_normal(tmp_path, store_uri):
     assert by_init["trunc_normal"].data.metrics["val_accuracy"] > 0.96
     assert len({run.data.tags["sweep_id"] for run in runs}) == 1
     assert {run.data.tags["hydra_job_num"] for run in runs} == {"0", "1"}
+    # the process skips Python's teardown after success: each job's log file must still be complete
+    for job in ("0", "1"):
+        assert "epoch 2/2 val_accuracy" in (tmp_path / "sweep" / job / "train.log").read_text()
 
     report = run_module("src.report", f"output_dir={tmp_path}/report", env=env)
     assert report.returncode == 0, report.stderr[-3000:]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -102,13 +104,34 @@ def test_open_experiment_reuses_the_existing_one(store_uri):
     assert first == again
 
 
-def test_run_class_buffers_until_flush(store_uri):
+def test_run_buffers_metrics_until_flush_and_ends_after_every_write(store_uri):
     client, experiment_id = open_experiment(store_uri, "buffer")
     run = Run(client, client.create_run(experiment_id).info.run_id)
     run.log_metric("val_accuracy", 0.5, step=1)
-    assert client.get_metric_history(run.run_id, "val_accuracy") == []
+    assert run.writes == [] and client.get_metric_history(run.run_id, "val_accuracy") == []
     run.flush()
+    assert len(run.writes) == 1
+    run.end("FINISHED")
     assert [m.value for m in client.get_metric_history(run.run_id, "val_accuracy")] == [0.5]
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_failed_write_fails_the_run_and_keeps_the_rest(store_uri):
+    client, experiment_id = open_experiment(store_uri, "write-fails")
+    threads = []
+
+    def broken_figure():
+        threads.append(threading.current_thread().name)
+        raise ValueError("cannot draw")
+
+    with pytest.raises(ValueError, match="cannot draw"):
+        with start_run(client, experiment_id, "write-fails", {}) as run:
+            run.log_figure(broken_figure, "histograms/broken.png")
+            run.log_metrics("batch_loss", [3.0, 2.0], first_step=1)
+    stored = client.get_run(run.run_id)
+    assert stored.info.status == "FAILED" and stored.data.tags["error"] == "ValueError: cannot draw"
+    assert len(client.get_metric_history(run.run_id, "batch_loss")) == 2
+    assert threads[0].startswith("mlflow-writer")  # the caller (training) never waits on a write
 
 
 def test_tracking_off_trains_and_stores_nothing(tmp_path, monkeypatch):

@@ -6,14 +6,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from src.data import scaled
 from src.model import build_model, build_optimizer
-from src.training import batches_per_epoch, epoch_batches, fit, loss_fn
+from src.training import batches_per_epoch, epoch_batches, fit, loss_fn, network_inputs
 from tests.conftest import compose_config
 
 
 def numpy_loss(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     """Mean softmax cross-entropy of a ReLU MLP, computed by hand from the current weights."""
-    h = x.astype(np.float64)
+    h = x.astype(np.float64) / 255
     for i, layer in enumerate(model.layers):
         h = h @ np.asarray(layer.kernel, dtype=np.float64) + np.asarray(layer.bias, dtype=np.float64)
         if i < len(model.layers) - 1:
@@ -42,7 +43,7 @@ def test_batch_loss_is_the_loss_of_that_batch_before_its_update(mnist):
     for _ in range(6):
         by_hand.append(numpy_loss(model, x, y))
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
+            loss = loss_fn(y, model(scaled(x), training=True))
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
 
     np.testing.assert_allclose(logged, by_hand, rtol=1e-5)
@@ -58,9 +59,10 @@ def test_batches_steps_and_epoch_callbacks(mnist):
         batch_size=128, epochs=2, seed=1, max_batches_per_epoch=7,
         on_losses=lambda first, values: calls.append((first, len(values))),
         on_epoch_end=lambda epoch, metrics: epochs.append((epoch, sorted(metrics))),
+        on_traced=lambda: calls.append("traced"),
     ).losses
     assert len(losses) == 14 and np.isfinite(losses).all()
-    assert calls == [(1, 7), (8, 7)]
+    assert calls == ["traced", (1, 7), (8, 7)]
     assert epochs == [(1, ["val_accuracy", "val_loss"]), (2, ["val_accuracy", "val_loss"])]
 
 
@@ -90,3 +92,7 @@ def test_each_epoch_is_a_new_permutation_with_the_partial_batch_dropped():
         assert len(np.unique(order)) == 429 * 128 and order.max() < 55000
     assert not np.array_equal(first, second)
     np.testing.assert_array_equal(first, epoch_batches(np.random.default_rng(3), 55000, 128, n_batches))
+
+
+def test_network_inputs_in_the_graph_equal_the_scaled_pixels(mnist):
+    np.testing.assert_array_equal(network_inputs(mnist.x_val).numpy(), scaled(mnist.x_val))
