@@ -197,13 +197,15 @@ def main() -> None:
     print(f"  python -m src.train init=trunc_normal, start to exit: {startup['whole_run']:.2f} "
           f"({startup['whole_run_new_store']:.2f} on a new store); the lesson's loop as a script "
           f"{startup['lesson_script']:.2f}; ratio {startup['whole_run'] / startup['lesson_script']:.3f} (target <= 1)")
+    print(f"    runs: pipeline {', '.join(f'{v:.2f}' for v in whole)}; lesson {', '.join(f'{v:.2f}' for v in lesson)}")
     print(f"  4-job sweep sequential {sweeps['sequential']:.1f}, joblib 2 workers {sweeps['joblib_2_workers']:.1f} "
           f"(speed-up {sweeps['sequential'] / sweeps['joblib_2_workers']:.2f}x)")
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"repeats": REPEATS, "times": times, "median": median, "ratios": ratios,
-                               "commands": startup, "sweeps": sweeps}, indent=2))
+                               "commands": startup, "whole_runs": whole, "lesson_scripts": lesson,
+                               "sweeps": sweeps}, indent=2))
     print(f"Written: {out}")
 
 
