@@ -38,10 +38,7 @@ def network_inputs(pixels) -> tf.Tensor:
 
 
 def make_train_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer, pixels: np.ndarray, labels: np.ndarray):
-    """A graph function, traced before it returns: one training step per row of batch indices.
-
-    It returns each batch's loss.
-    """
+    """A graph function, already traced: one training step per row of batch indices, each batch's loss returned."""
     pixels, labels = tf.constant(pixels), tf.constant(labels)
     # The optimizer's slots exist before the first trace: created inside it, they make
     # tf.function trace the whole loop a second time (~0.4 s).
