@@ -191,19 +191,24 @@ class Run:
         self.write(lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def end(self, status: str, error: str | None = None) -> None:
-        """Wait for every write; a write that failed turns FINISHED into FAILED, with its error."""
-        self.flush()
-        self.writer.shutdown(wait=True)
-        failed = next((w.exception() for w in self.writes if w.exception() is not None), None)
-        failed_write = failed is not None and status == RunStatus.to_string(RunStatus.FINISHED)
-        if failed_write:
-            status, error = RunStatus.to_string(RunStatus.FAILED), f"{type(failed).__name__}: {failed}"
+        """Wait for every write; a write that failed turns FINISHED into FAILED, with its error.
+
+        The status is set even if the wait is cut short (a second Ctrl-C): no run stays RUNNING.
+        """
+        failed = None
         try:
+            self.flush()
+            self.writer.shutdown(wait=True)
+            failed = next((w.exception() for w in self.writes if w.exception() is not None), None)
+            if failed is not None and status == RunStatus.to_string(RunStatus.FINISHED):
+                status, error = RunStatus.to_string(RunStatus.FAILED), f"{type(failed).__name__}: {failed}"
+            else:
+                failed = None  # the run already ends with its own error
             if error is not None:
                 self.client.set_tag(self.run_id, "error", error[:5000])
         finally:
             self.client.set_terminated(self.run_id, status)
-        if failed_write:
+        if failed is not None:
             raise failed
 
 
