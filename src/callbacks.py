@@ -1,5 +1,6 @@
-"""Hydra callbacks around the training jobs: the store is checked and created once before
-any job starts, and a sweep ends by naming every job that failed."""
+"""Hydra callbacks around the training jobs: for jobs in other processes (joblib, submitit)
+the store is checked and created once before any starts, and a sweep ends by naming every
+job that failed."""
 
 from __future__ import annotations
 
@@ -16,12 +17,22 @@ from src.errors import UserError
 FAILED_MARKER = "FAILED"  # written into a failed job's output folder by src.train
 
 
-def prepare_store(config: DictConfig) -> None:
-    """Check the store and create it with its experiment, once: parallel jobs then only read it."""
-    from src.tracking import open_store
+def runs_jobs_here(launcher: DictConfig) -> bool:
+    """Hydra's basic launcher runs the jobs one after another in this process."""
+    return launcher.get("_target_", "").endswith(".BasicLauncher")
 
-    if config.tracking.enabled:
-        open_store(config.tracking)
+
+def prepare_store(config: DictConfig) -> None:
+    """Check the store and create it with its experiment, once: parallel jobs then only read it.
+
+    Jobs run here open it themselves through the tracking helper, sequentially, so this
+    process does not import MLflow while it could be importing TensorFlow.
+    """
+    if config.tracking.enabled and not runs_jobs_here(config.hydra.launcher):
+        from src.tracker import experiment_name, tracking_uri
+        from src.tracking import open_store
+
+        open_store(tracking_uri(config.tracking.uri), experiment_name(config.tracking.experiment))
 
 
 class TrackingCallback(Callback):

@@ -190,7 +190,8 @@ def build_report(cfg: DictConfig) -> Report:
     from mlflow.tracking import MlflowClient
 
     from src.results import group_runs, load_records
-    from src.tracking import experiment_name, open_experiment, sqlite_path, start_run, tracking_uri
+    from src.tracker import experiment_name, sqlite_path, tracking_uri
+    from src.tracking import open_experiment, start_run
 
     uri, name = tracking_uri(cfg.tracking.uri), experiment_name(cfg.tracking.experiment)
     db = sqlite_path(uri)

@@ -14,7 +14,7 @@ import numpy as np
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from src.tracking import SOURCE_ONLY
+from src.tracker import SOURCE_ONLY
 
 NOT_CONFIG = ("seed", SOURCE_ONLY)  # what a group's runs may differ in
 

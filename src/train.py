@@ -3,16 +3,19 @@
     python -m src.train -m init=zeros,ones,uniform01,trunc_normal
 
 TensorFlow is imported only once the config has been checked, so that a typo is
-answered at once instead of after the several seconds its import takes.
+answered at once instead of after the several seconds its import takes; then it is
+imported while the tracking helper (src.tracker) starts and opens the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,9 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks import FAILED_MARKER
+from src.callbacks import FAILED_MARKER, runs_jobs_here
 from src.config import validate
-from src.errors import UserError
+from src.errors import StoreError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def config_tree(cfg: DictConfig) -> dict:
 
 def run_params(tree: dict) -> dict[str, str]:
     """The config tree flattened, plus the option names of the three main groups."""
-    from src.tracking import flatten
+    from src.tracker import flatten
 
     params = flatten(tree)
     params.update(init=tree["init"]["name"], model=tree["model"]["name"], optimizer=tree["optimizer"]["name"])
@@ -53,18 +56,22 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     tree = config_tree(cfg)
     params = run_params(tree)
     if cfg.tracking.enabled:
-        from src.tracking import SOURCE_ONLY, config_hash, find_finished, open_store, start_run
+        from src.tracker import SOURCE_ONLY, config_hash, experiment_name, helper, start_run, tracking_uri
 
-        client, experiment_id = open_store(cfg.tracking)
+        store = helper()
+        # TensorFlow (~6 s) imports while the helper imports MLflow and opens the store (~2.5 s);
+        # a job that is skipped does not wait for it.
+        threading.Thread(target=importlib.import_module, args=("src.training",), daemon=True).start()
+        store.ask("open", tracking_uri(cfg.tracking.uri), experiment_name(cfg.tracking.experiment))
         digest = config_hash({k: v for k, v in params.items() if not k.startswith(SOURCE_ONLY)})
-        done = None if cfg.force else find_finished(client, experiment_id, digest)
+        done = None if cfg.force else store.ask("find_finished", digest)
         if done is not None:
             print(f"skip {label}: this exact config already FINISHED as run {done} (force=true retrains)")
             return None
         run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), "config_hash": digest, **(tags or {})}
-        tracked = start_run(client, experiment_id, f"{cfg.init.name}-s{cfg.seed}", run_tags)
+        tracked = start_run(store, f"{cfg.init.name}-s{cfg.seed}", run_tags)
     else:
-        from src.tracking import UntrackedRun
+        from src.tracker import UntrackedRun
 
         tracked = contextlib.nullcontext(UntrackedRun())
 
@@ -72,7 +79,6 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
     import tensorflow as tf
 
     from src.data import load_split
-    from src.figures import weight_histograms
     from src.model import build_model, build_optimizer, weight_matrices
     from src.stats import stats_block
     from src.training import evaluate, fit, gc_paused
@@ -90,6 +96,9 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
 
         started = time.perf_counter()
         val: dict[str, float] = {}
+
+        def log_final_weights() -> None:  # as soon as training ends: drawn while the model is evaluated
+            run.log_weight_histograms(weight_matrices(model), f"Final weights: {label}", "histograms/final_weights.png")
 
         def on_epoch_end(epoch: int, metrics: dict) -> None:
             val.update(metrics)
@@ -116,13 +125,12 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
             stop_on_divergence=cfg.training.stop_on_divergence,
             on_losses=lambda first_step, values: run.log_metrics("batch_loss", values, first_step),
             on_epoch_end=on_epoch_end,
-            on_traced=lambda: run.log_figure(
-                lambda: weight_histograms(initial, f"Initial weights: {label}"), "histograms/initial_weights.png"
+            on_start=lambda: run.log_weight_histograms(
+                initial, f"Initial weights: {label}", "histograms/initial_weights.png"
             ),
+            on_trained=log_final_weights,
         )
         losses = result.losses
-        final_weights = weight_matrices(model)
-        run.log_figure(lambda: weight_histograms(final_weights, f"Final weights: {label}"), "histograms/final_weights.png")
         if result.diverged_at is not None:
             run.set_tags({"diverged": "true", "diverged_at_batch": str(result.diverged_at)})
             log.warning("%s: loss not finite at batch %d", label, result.diverged_at)
@@ -185,22 +193,28 @@ def raise_keyboard_interrupt(signum, frame):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    """One job. In a sweep a failed job is recorded and the next one runs; the summary comes at the end."""
+    """One job. In a sweep a failed job is recorded and the next one runs; the summary comes at the end.
+
+    A store that cannot be used stops a sweep whose jobs run in this process at its first
+    job: every other job would fail the same way (other launchers check it up front).
+    """
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # end the run as KILLED, as Ctrl-C does
     hc = HydraConfig.get()
     share_cores_between_workers(hc.launcher)
     marker = Path(hc.runtime.output_dir, FAILED_MARKER)
     marker.unlink(missing_ok=True)  # a job folder may be reused by a later sweep
+    fatal = hc.mode != RunMode.MULTIRUN
     try:
         train(cfg, tags=hydra_tags())
     except UserError as exc:
         message = exc.report()
+        fatal = fatal or isinstance(exc, StoreError) and runs_jobs_here(hc.launcher)
     except Exception as exc:
         log.exception("%s seed=%s failed", cfg.init.name, cfg.seed)
         message = f"{type(exc).__name__}: {exc}"
     else:
         return
-    if hc.mode != RunMode.MULTIRUN:
+    if fatal:
         sys.exit(message)
     print(message, file=sys.stderr)
     marker.write_text(message + "\n")

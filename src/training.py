@@ -121,21 +121,23 @@ def fit(
     stop_on_divergence: bool = True,
     on_losses: LossSink | None = None,
     on_epoch_end: EpochSink | None = None,
-    on_traced: Callable[[], None] | None = None,
+    on_start: Callable[[], None] | None = None,
+    on_trained: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train in place on uint8 pixels (see `src.data.scaled`).
 
-    `on_traced` runs once the step graph is traced, before the first step: background
-    work started there overlaps training, which runs in native code, instead of slowing
-    the trace, which holds Python's interpreter lock.
-    Losses reach `on_losses` at every epoch end and, if training is cut short by an
-    error or Ctrl-C, for every batch trained until then, so nothing computed is lost.
+    `on_start` runs before the step graph is traced, `on_trained` after the last step,
+    before the last evaluation: work handed to another process there overlaps the trace,
+    which keeps only one core busy, or the evaluation, instead of waiting until the end.
+    Losses reach `on_losses` after every graph call (STEPS_PER_CALL batches) and, if
+    training is cut short by an error or Ctrl-C, for every batch trained until then, so
+    nothing computed is lost.
     """
     n_batches = batches_per_epoch(len(x_train), batch_size, max_batches_per_epoch)
     rng = np.random.default_rng(seed)
+    if on_start is not None:
+        on_start()
     train_steps = make_train_steps(model, optimizer, x_train, y_train)
-    if on_traced is not None:
-        on_traced()
     losses: list[float] = []
     sent = 0
     diverged_at = None
@@ -145,6 +147,11 @@ def fit(
         if on_losses is not None and sent < len(losses):
             on_losses(sent + 1, np.array(losses[sent:]))
         sent = len(losses)
+
+    def trained() -> FitResult:
+        if on_trained is not None:
+            on_trained()
+        return FitResult(np.array(losses), diverged_at)
 
     try:
         for epoch in range(1, epochs + 1):
@@ -156,12 +163,14 @@ def fit(
                     diverged_at = len(losses) + int(bad[0]) + 1
                     if stop_on_divergence:  # the batches after it in this call only trained on NaN
                         losses.extend(chunk[: bad[0] + 1].tolist())
-                        return FitResult(np.array(losses), diverged_at)
+                        return trained()
                 losses.extend(chunk.tolist())
-            send()
+                send()
+            if epoch == epochs:
+                result = trained()
             if on_epoch_end is not None:
                 val = evaluate(model, x_val, y_val)
                 on_epoch_end(epoch, {"val_loss": val["loss"], "val_accuracy": val["accuracy"]})
-        return FitResult(np.array(losses), diverged_at)
+        return result
     finally:
         send()

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from src.figures import histogram_range, weight_histograms
+from src.figures import WeightHistograms, histogram_range
 
 CASES = {
     "all equal": np.ones((784, 256), np.float32),
@@ -17,17 +17,35 @@ CASES = {
 }
 
 
+def weight_histograms(weights: dict[str, np.ndarray], title: str):
+    return WeightHistograms({name: w.shape for name, w in weights.items()}).draw(weights, title)
+
+
+def png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_weight_histograms_render(name):
     fig = weight_histograms({"w": CASES[name], "ok": np.linspace(-1, 1, 100).reshape(10, 10)}, name)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    assert buffer.getvalue()[:4] == b"\x89PNG"
+    assert png(fig)[:4] == b"\x89PNG"
 
 
 def test_nonfinite_weights_are_counted_in_the_title():
     fig = weight_histograms({"w": CASES["with nan and inf"]}, "t")
     assert fig.axes[0].get_title() == "w (2, 2), 2 non-finite"
+
+
+def test_a_figure_drawn_again_shows_only_the_new_weights():
+    rng = np.random.default_rng(1)
+    first = {"a": rng.uniform(0, 1, (784, 256)), "b": np.full((256, 128), np.nan)}
+    second = {"a": rng.normal(0, 0.1, (784, 256)), "b": rng.normal(0, 3, (256, 128))}
+    reused = WeightHistograms({"a": (784, 256), "b": (256, 128)})
+    assert reused.fits(second) and not reused.fits({"a": second["a"]})
+    reused.draw(first, "first")
+    assert png(reused.draw(second, "second")) == png(weight_histograms(second, "second"))
 
 
 def test_histogram_range_widens_only_degenerate_ranges():

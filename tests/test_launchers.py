@@ -27,3 +27,10 @@ def test_slurm_preset_composes_onto_the_submitit_plugin(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in done.stdout
     assert "cpus_per_task: 2" in done.stdout and "TF_NUM_INTRAOP_THREADS" in done.stdout
+
+
+def test_parallel_preset_composes_onto_the_joblib_plugin():
+    done = run_module("src.train", "hydra/launcher=parallel", "--cfg", "hydra", "-p", "hydra.launcher")
+    assert done.returncode == 0, done.stderr
+    assert "_target_: hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher" in done.stdout
+    assert "n_jobs: -1" in done.stdout

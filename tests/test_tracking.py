@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src.tracking import Run, experiment_name, flatten, open_experiment, start_run, tracking_uri
+from src.tracker import experiment_name, flatten, tracking_uri
+from src.tracking import FLUSH_AT, Run, open_experiment, start_run
 from src.train import train
 from tests.conftest import compose_config
 
@@ -111,8 +112,13 @@ def test_run_buffers_metrics_until_flush_and_ends_after_every_write(store_uri):
     assert run.writes == [] and client.get_metric_history(run.run_id, "val_accuracy") == []
     run.flush()
     assert len(run.writes) == 1
+    run.log_metrics("batch_loss", np.ones(FLUSH_AT - 1), first_step=1)
+    assert len(run.writes) == 1  # still buffered
+    run.log_metrics("batch_loss", [2.0], first_step=FLUSH_AT)
+    assert len(run.writes) == 2 and run.pending == []  # a full buffer goes out without waiting for a flush
     run.end("FINISHED")
     assert [m.value for m in client.get_metric_history(run.run_id, "val_accuracy")] == [0.5]
+    assert len(client.get_metric_history(run.run_id, "batch_loss")) == FLUSH_AT
     assert client.get_run(run.run_id).info.status == "FINISHED"
 
 
@@ -120,13 +126,13 @@ def test_a_failed_write_fails_the_run_and_keeps_the_rest(store_uri):
     client, experiment_id = open_experiment(store_uri, "write-fails")
     threads = []
 
-    def broken_figure():
+    def broken_write():
         threads.append(threading.current_thread().name)
         raise ValueError("cannot draw")
 
     with pytest.raises(ValueError, match="cannot draw"):
         with start_run(client, experiment_id, "write-fails", {}) as run:
-            run.log_figure(broken_figure, "histograms/broken.png")
+            run.write(broken_write)
             run.log_metrics("batch_loss", [3.0, 2.0], first_step=1)
     stored = client.get_run(run.run_id)
     assert stored.info.status == "FAILED" and stored.data.tags["error"] == "ValueError: cannot draw"

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from src.data import scaled
 from src.model import build_model, build_optimizer
-from src.training import batches_per_epoch, epoch_batches, fit, loss_fn, network_inputs
+from src.training import STEPS_PER_CALL, batches_per_epoch, epoch_batches, fit, loss_fn, network_inputs
 from tests.conftest import compose_config
 
 
@@ -52,18 +52,23 @@ def test_batch_loss_is_the_loss_of_that_batch_before_its_update(mnist):
 
 def test_batches_steps_and_epoch_callbacks(mnist):
     cfg = compose_config()
-    calls, epochs = [], []
+    calls = []
     losses = fit(
         build_model(cfg.model, cfg.init, seed=1), build_optimizer(cfg.optimizer),
         mnist.x_train, mnist.y_train, mnist.x_val[:500], mnist.y_val[:500],
-        batch_size=128, epochs=2, seed=1, max_batches_per_epoch=7,
+        batch_size=128, epochs=2, seed=1, max_batches_per_epoch=STEPS_PER_CALL + 3,
         on_losses=lambda first, values: calls.append((first, len(values))),
-        on_epoch_end=lambda epoch, metrics: epochs.append((epoch, sorted(metrics))),
-        on_traced=lambda: calls.append("traced"),
+        on_epoch_end=lambda epoch, metrics: calls.append((f"epoch {epoch}", sorted(metrics))),
+        on_start=lambda: calls.append("start"),
+        on_trained=lambda: calls.append("trained"),
     ).losses
-    assert len(losses) == 14 and np.isfinite(losses).all()
-    assert calls == ["traced", (1, 7), (8, 7)]
-    assert epochs == [(1, ["val_accuracy", "val_loss"]), (2, ["val_accuracy", "val_loss"])]
+    n = STEPS_PER_CALL + 3
+    assert len(losses) == 2 * n and np.isfinite(losses).all()
+    # losses go out after every graph call; the last evaluation comes after "trained"
+    assert calls == [
+        "start", (1, STEPS_PER_CALL), (STEPS_PER_CALL + 1, 3), ("epoch 1", ["val_accuracy", "val_loss"]),
+        (n + 1, STEPS_PER_CALL), (n + STEPS_PER_CALL + 1, 3), "trained", ("epoch 2", ["val_accuracy", "val_loss"]),
+    ]
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(mnist):
