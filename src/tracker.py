@@ -1,8 +1,8 @@
 """The training process's side of tracking: MLflow runs in a helper process, not here.
 
 The helper (`python -m src.tracking`, started by the first run of a process and shared by
-the runs after it) imports MLflow and matplotlib, opens the store and does every write.
-So the training process never imports either: the helper's ~2.5 s of imports overlap
+the runs after it) imports MLflow and our figures, opens the store and does every write.
+So the training process imports neither: the helper's ~2.5 s of imports overlap
 TensorFlow's, and its SQLite writes and weight figures run under its own interpreter
 lock at low priority, on the CPU time that training leaves idle, instead of pausing
 training. Calls go out in order from a sender thread; only `open`, `find_finished` and
@@ -68,12 +68,12 @@ class Helper:
     (its stdout and stderr stay the terminal's, for MLflow's own messages)."""
 
     def __init__(self) -> None:
-        answers, self.helper_end = os.pipe()
+        answers, helper_end = os.pipe()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "src.tracking", str(self.helper_end)],
-            stdin=subprocess.PIPE, cwd=PROJECT_ROOT, pass_fds=(self.helper_end,),
+            [sys.executable, "-m", "src.tracking", str(helper_end)],
+            stdin=subprocess.PIPE, cwd=PROJECT_ROOT, pass_fds=(helper_end,),
         )
-        os.close(self.helper_end)
+        os.close(helper_end)
         self.answers = os.fdopen(answers, "rb")
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.ids = itertools.count(1)
@@ -146,7 +146,7 @@ class TrackedRun:
         self.helper.send("log_text", text, artifact_file)
 
     def log_weight_histograms(self, weights: dict[str, np.ndarray], title: str, artifact_file: str) -> None:
-        """The helper draws them (src.figures.weight_histograms); `weights` must be a copy, not live."""
+        """The helper draws them (src.figures.WeightHistograms); `weights` must be a copy, not live."""
         self.helper.send("log_weight_histograms", weights, title, artifact_file)
 
     def end(self, status: str, error: str | None = None) -> None:
