@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import matplotlib
@@ -22,28 +23,35 @@ def histogram_range(values: np.ndarray) -> tuple[float, float]:
 class WeightHistograms:
     """One panel per weight matrix, side by side; non-finite weights are counted, not drawn.
 
-    The figure is kept and drawn again with new weights of the same layers: building its
-    axes and ticks costs about as much as drawing them, and each run draws its layers
-    twice (initial and final weights), at moments when training waits for it.
+    The figure is kept and drawn again for every set of weights with as many matrices:
+    building its axes and ticks, and the first drawing (fonts, PNG encoder), cost about
+    as much as a drawing, and each run draws its layers twice (initial and final weights)
+    while it trains.
     """
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], bins: int = 100):
-        self.shapes, self.bins = shapes, bins
-        self.figure = Figure(figsize=(4 * len(shapes), 3.2))  # fixed margins: a layout engine doubles the drawing time
-        self.figure.subplots_adjust(left=0.3 / len(shapes), right=0.98, bottom=0.16, top=0.8, wspace=0.3)
-        self.axes = self.figure.subplots(1, len(shapes), squeeze=False)[0]
+    def __init__(self, panels: int, bins: int = 100):
+        self.panels, self.bins = panels, bins
+        self.figure = Figure(figsize=(4 * panels, 3.2))  # fixed margins: a layout engine doubles the drawing time
+        self.figure.subplots_adjust(left=0.3 / panels, right=0.98, bottom=0.16, top=0.8, wspace=0.3)
+        self.axes = self.figure.subplots(1, panels, squeeze=False)[0]
         self.bars = [ax.stairs(np.zeros(bins), np.arange(bins + 1.0), fill=True, color="tab:blue") for ax in self.axes]
         # Fixed positions for titles and labels: placed automatically, they cost a quarter
         # of the drawing time; only the y label moves with the width of the counts.
         for i, ax in enumerate(self.axes):
+            ax.locator_params(nbins=4)  # tick labels are most of the drawing time
             ax.set_xlabel("weight")
             ax.xaxis.set_label_coords(0.5, -0.13)
             if i:  # no y label there
                 ax.yaxis.set_label_coords(0, 0.5)
         self.axes[0].set_ylabel("count")
 
-    def fits(self, weights: dict[str, np.ndarray]) -> bool:
-        return self.shapes == {name: w.shape for name, w in weights.items()}
+    def save(self, weights: dict[str, np.ndarray], title: str, path) -> None:
+        """Drawn and written as PNG at zlib's fastest level: encoding a third faster, files ~15% larger."""
+        self.draw(weights, title).savefig(path, format="png", pil_kwargs={"compress_level": 1})
+
+    def warm_up(self) -> None:
+        """One drawing thrown away, so that the first run's figure costs what the later ones do."""
+        self.save({f"w{i}": np.zeros(1) for i in range(self.panels)}, "", io.BytesIO())
 
     def draw(self, weights: dict[str, np.ndarray], title: str) -> Figure:
         for ax, bars, (name, w) in zip(self.axes, self.bars, weights.items()):

@@ -68,6 +68,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         if done is not None:
             print(f"skip {label}: this exact config already FINISHED as run {done} (force=true retrains)")
             return None
+        store.send("prepare_histograms", len(cfg.model.hidden_sizes) + 1)  # src.model's Dense layers
         run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), "config_hash": digest, **(tags or {})}
         tracked = start_run(store, f"{cfg.init.name}-s{cfg.seed}", run_tags)
     else:
@@ -104,7 +105,6 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
             val.update(metrics)
             for key, value in metrics.items():
                 run.log_metric(key, value, step=epoch)
-            run.flush()
             log.info(
                 "%s: epoch %d/%d val_accuracy %.3f%% val_loss %.4f (%.1f s)",
                 label, epoch, cfg.training.epochs, metrics["val_accuracy"] * 100, metrics["val_loss"],

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src.tracker import experiment_name, flatten, tracking_uri
-from src.tracking import FLUSH_AT, Run, open_experiment, start_run
+from src.tracking import FLUSH_AT, Run, Session, open_experiment, start_run
 from src.train import train
 from tests.conftest import compose_config
 
@@ -138,6 +138,23 @@ def test_a_failed_write_fails_the_run_and_keeps_the_rest(store_uri):
     assert stored.info.status == "FAILED" and stored.data.tags["error"] == "ValueError: cannot draw"
     assert len(client.get_metric_history(run.run_id, "batch_loss")) == 2
     assert threads[0].startswith("mlflow-writer")  # the caller (training) never waits on a write
+
+
+def test_the_prepared_figure_draws_every_run_with_as_many_layers(store_uri, tmp_path):
+    session = Session()
+    session.open(store_uri, "figures")
+    session.prepare_histograms(3)
+    prepared = session.histograms
+    rng = np.random.default_rng(0)
+    for run_name, shapes in (("first", [(784, 256), (256, 128), (128, 10)]), ("deeper", [(4, 4)] * 6)):
+        session.start_run(run_name, {})
+        run_id = session.run.run_id
+        session.log_weight_histograms({f"w{i}": rng.normal(size=s) for i, s in enumerate(shapes)}, run_name, "h/w.png")
+        session.end_run("FINISHED", None)
+        path = MlflowClient(store_uri).download_artifacts(run_id, "h/w.png", str(tmp_path))
+        assert open(path, "rb").read(8) == PNG_MAGIC
+        assert session.histograms.panels == len(shapes)
+        assert (session.histograms is prepared) == (run_name == "first")  # same count: reused, not rebuilt
 
 
 def test_tracking_off_trains_and_stores_nothing(tmp_path, monkeypatch):
