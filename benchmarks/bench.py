@@ -1,6 +1,6 @@
 """`make bench`: the pipeline's speed, measured side by side with the loops it replaces.
 
-Each variant REPEATS times, interleaved, median reported; every measurement in a fresh
+Each variant REPEATS (9) times, interleaved, median reported; every measurement in a fresh
 process (TensorFlow's op determinism and graph caches are process-wide), timing only the
 training of the run, after imports and data loading:
   (a) the pipeline's train(cfg), full tracking to a fresh SQLite store
@@ -28,7 +28,9 @@ from pathlib import Path
 
 from src.config import PROJECT_ROOT
 
-REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+# This 2-core VM's speed drifts by 10-40% within seconds: nine repeats, so that a few
+# slow ones do not move a median.
+REPEATS = int(os.environ.get("BENCH_REPEATS", "9"))
 OUT_DIR = PROJECT_ROOT / "multirun_outputs" / "bench"
 
 
@@ -159,12 +161,14 @@ def main() -> None:
     variants = ("a_pipeline_tracked", "b_pipeline_untracked", "c_tf_loop", "d_keras_fit")
     times: dict[str, list[float]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(REPEATS):  # interleaved, so that drifts in machine speed hit every variant alike
-            for variant in variants:
+        for i in range(REPEATS):  # interleaved, in turns forwards and backwards: drifts hit every variant alike
+            for variant in variants[:: -1 if i % 2 else 1]:
                 times[variant].append(measured(variant, Path(tmp) / f"{variant}-{i}"))
         median = {k: statistics.median(v) for k, v in times.items()}
         a, b, c, d = median.values()
         ratios = {"a/b": a / b, "a/c": a / c, "a/d": a / d}
+        # a and b of one repeat run next to each other: the median of their ratios is less exposed to drift
+        paired_ab = statistics.median(x / y for x, y in zip(times["a_pipeline_tracked"], times["b_pipeline_untracked"]))
 
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/process/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench"}
         whole_run = ["-m", "src.train", "init=trunc_normal", "force=true", f"hydra.run.dir={tmp}/run"]
@@ -194,6 +198,7 @@ def main() -> None:
     print("Ratios (targets: a/b <= 1.03, a/c <= 1.0, a/d <= 0.85):")
     for key, value in ratios.items():
         print(f"  {key:5s} {value:.3f}")
+    print(f"  a/b of each repeat's pair, median: {paired_ab:.3f}")
     print("Whole commands (seconds):")
     print(f"  python -m src.train --help          {startup['help']:.2f}")
     print(f"  a config error (batch_size=0)       {startup['config_error']:.2f}")
@@ -206,7 +211,7 @@ def main() -> None:
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"repeats": REPEATS, "times": times, "median": median, "ratios": ratios,
+    out.write_text(json.dumps({"repeats": REPEATS, "times": times, "median": median, "ratios": ratios, "paired_ab": paired_ab,
                                "commands": startup, "whole_runs": whole, "lesson_scripts": lesson,
                                "sweeps": sweeps}, indent=2))
     print(f"Written: {out}")
