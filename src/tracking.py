@@ -247,6 +247,7 @@ class Session:
     def log_weight_histograms(self, weights: dict, title: str, artifact_file: str) -> None:
         self.prepare_histograms(len(weights))
         run, folder = self.run, tempfile.mkdtemp(prefix="weight-histograms-")
+        run.flush()  # the writer stores the waiting metrics while the figure is drawn: after training, the end waits less
         path = os.path.join(folder, os.path.basename(artifact_file))
         self.histograms.save(weights, title, path)
 
