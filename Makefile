@@ -40,7 +40,7 @@ test: $(STAMP) ## set up, then run every test, end-to-end ones on real MNIST inc
 test-fast: $(STAMP) ## the tests without the end-to-end runs
 	$(PY) -m pytest -m "not e2e"
 
-bench: $(STAMP) ## speed: pipeline vs hand-written TF loop vs Keras fit vs the lesson script, sweeps (~10 min)
+bench: $(STAMP) ## speed: pipeline vs hand-written TF loop vs Keras fit vs the lesson script, sweeps (~11 min)
 	$(PY) -m benchmarks.bench
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (PORT=..., MLFLOW_TRACKING_URI honoured)
