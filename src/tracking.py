@@ -237,7 +237,7 @@ class Session:
         self.run.write(lower_priority)
 
     def prepare_histograms(self, panels: int) -> None:
-        """Asked while the training process imports TensorFlow: the figure is built and warm before training."""
+        """Sent while the training process imports TensorFlow: the figure is built and warm before training."""
         if self.histograms is None or self.histograms.panels != panels:
             from src.figures import WeightHistograms
 
