@@ -51,16 +51,16 @@ def timed(fn) -> float:
 
 def pipeline(tracking: bool, tmp: Path) -> float:
     from src.tracker import helper
-    from src.train import train
+    from src.train import train, weight_matrix_count
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg = compose("init=trunc_normal", f"tracking.enabled={str(tracking).lower()}", f"tracking.uri={uri}",
+                  "tracking.experiment=bench")
     if tracking:
         # A fresh store, the tracking helper started and its figure prepared, before the clock:
         # in a job they happen while TensorFlow imports, which takes longer (see the whole-run timing).
         helper().ask("open", uri, "bench")
-        helper().send("prepare_histograms", 3)
-    cfg = compose("init=trunc_normal", f"tracking.enabled={str(tracking).lower()}", f"tracking.uri={uri}",
-                  "tracking.experiment=bench")
+        helper().send("prepare_histograms", weight_matrix_count(cfg.model))
     import tensorflow  # noqa: F401  (imported before the clock starts, as for c and d)
 
     return timed(lambda: train(cfg))
@@ -170,7 +170,7 @@ def main() -> None:
         ratios = {"a/b": a / b, "a/c": a / c, "a/d": a / d}
         # a and b of one repeat run next to each other: their ratios are less exposed to drift
         pairs = [x / y for x, y in zip(times["a_pipeline_tracked"], times["b_pipeline_untracked"])]
-        paired_ab = statistics.quantiles(pairs, n=4)  # quartiles: [q1, median, q3]
+        ab_quartiles = statistics.quantiles(pairs, n=4)  # [q1, median, q3]
 
         env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/process/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "bench"}
         whole_run = ["-m", "src.train", "init=trunc_normal", "force=true", f"hydra.run.dir={tmp}/run"]
@@ -200,7 +200,7 @@ def main() -> None:
     print("Ratios (targets: a/b <= 1.03, a/c <= 1.0, a/d <= 0.85):")
     for key, value in ratios.items():
         print(f"  {key:5s} {value:.3f}")
-    print(f"  a/b of each repeat's pair: median {paired_ab[1]:.3f}, quartiles {paired_ab[0]:.3f}-{paired_ab[2]:.3f}")
+    print(f"  a/b of each repeat's pair: median {ab_quartiles[1]:.3f}, quartiles {ab_quartiles[0]:.3f}-{ab_quartiles[2]:.3f}")
     print("Whole commands (seconds):")
     print(f"  python -m src.train --help          {startup['help']:.2f}")
     print(f"  a config error (batch_size=0)       {startup['config_error']:.2f}")
@@ -214,7 +214,7 @@ def main() -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"repeats": REPEATS, "ab_repeats": AB_REPEATS, "times": times, "median": median,
-                               "ratios": ratios, "paired_ab_quartiles": paired_ab, "commands": startup, "whole_runs": whole, "lesson_scripts": lesson,
+                               "ratios": ratios, "paired_ab_quartiles": ab_quartiles, "commands": startup, "whole_runs": whole, "lesson_scripts": lesson,
                                "sweeps": sweeps}, indent=2))
     print(f"Written: {out}")
 

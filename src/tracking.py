@@ -131,6 +131,10 @@ class Run:
     the run is FINISHED only once all of it is stored.
     """
 
+    @classmethod
+    def create(cls, client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> Run:
+        return cls(client, client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id)
+
     def __init__(self, client: MlflowClient, run_id: str):
         self.client = client
         self.run_id = run_id
@@ -193,7 +197,7 @@ class Run:
 
 def start_run(client: MlflowClient, experiment_id: str, run_name: str, tags: Mapping[str, str]):
     """A Run as a context: FINISHED on success, KILLED on Ctrl-C, FAILED with the error otherwise."""
-    return ending(Run(client, client.create_run(experiment_id, run_name=run_name, tags=dict(tags)).info.run_id))
+    return ending(Run.create(client, experiment_id, run_name, tags))
 
 
 def lower_priority() -> None:
@@ -233,7 +237,7 @@ class Session:
 
     def start_run(self, run_name: str, tags: dict[str, str]) -> None:
         self.failed = None
-        self.run = Run(self.client, self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id)
+        self.run = Run.create(self.client, self.experiment_id, run_name, tags)
         self.run.write(lower_priority)
 
     def prepare_histograms(self, panels: int) -> None:
@@ -246,8 +250,9 @@ class Session:
 
     def log_weight_histograms(self, weights: dict, title: str, artifact_file: str) -> None:
         self.prepare_histograms(len(weights))
-        run, folder = self.run, tempfile.mkdtemp(prefix="weight-histograms-")
+        run = self.run
         run.flush()  # the writer stores the waiting metrics while the figure is drawn: after training, the end waits less
+        folder = tempfile.mkdtemp(prefix="weight-histograms-")
         path = os.path.join(folder, os.path.basename(artifact_file))
         self.histograms.save(weights, title, path)
 

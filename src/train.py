@@ -48,6 +48,11 @@ def run_params(tree: dict) -> dict[str, str]:
     return params
 
 
+def weight_matrix_count(model_cfg: DictConfig) -> int:
+    """The Dense layers src.model.build_model makes: one per hidden size, plus the logits."""
+    return len(model_cfg.hidden_sizes) + 1
+
+
 def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, float] | None:
     """One tracked training run; returns its final metrics, or None if it was already done."""
     validate(cfg)
@@ -68,7 +73,7 @@ def train(cfg: DictConfig, tags: dict[str, str] | None = None) -> dict[str, floa
         if done is not None:
             print(f"skip {label}: this exact config already FINISHED as run {done} (force=true retrains)")
             return None
-        store.send("prepare_histograms", len(cfg.model.hidden_sizes) + 1)  # src.model's Dense layers
+        store.send("prepare_histograms", weight_matrix_count(cfg.model))
         run_tags = {"init": cfg.init.name, "seed": str(cfg.seed), "config_hash": digest, **(tags or {})}
         tracked = start_run(store, f"{cfg.init.name}-s{cfg.seed}", run_tags)
     else:
